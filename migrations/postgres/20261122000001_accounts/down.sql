@@ -1,0 +1,2 @@
+DROP TABLE account_credentials;
+DROP TABLE accounts;

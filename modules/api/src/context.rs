@@ -1,0 +1,99 @@
+//! The running server as a module sees it.
+//!
+//! Modules reach sessions and routing only through the [`Router`] and [`Sessions`]
+//! traits, so that a clustered implementation (a shared session registry plus a
+//! message bus) can replace the single-node one without touching any module.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use jid::{BareJid, FullJid};
+
+use crate::{Db, Registry, Stanza};
+
+/// Delivers stanzas the server itself originates (replies, pushes, notifications).
+pub trait Router: Send + Sync {
+    /// Routes a stanza whose `from` is already set, by the RFC 6121 §8.5 rules.
+    /// Never blocks: a recipient whose queue is full is disconnected, not waited for.
+    fn route(&self, stanza: Stanza);
+}
+
+/// Read-only view of the session table.
+pub trait Sessions: Send + Sync {
+    /// Full JIDs of `user`'s bound resources that have sent available presence.
+    fn available_resources(&self, user: &BareJid) -> Vec<FullJid>;
+    /// Full JIDs of all of `user`'s bound resources.
+    fn resources(&self, user: &BareJid) -> Vec<FullJid>;
+    /// Number of bound client sessions on this server.
+    fn count(&self) -> usize;
+}
+
+/// Facts about this server.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Software name, for XEP-0092.
+    pub software: &'static str,
+    /// Software version, for XEP-0092.
+    pub version: &'static str,
+    /// The virtual hosts this server serves.
+    pub hosts: Vec<String>,
+    /// When the server started.
+    pub started_at: SystemTime,
+}
+
+/// What the core hands to [`Context::new`].
+pub struct ContextParts {
+    /// Stanza delivery.
+    pub router: Arc<dyn Router>,
+    /// The session table.
+    pub sessions: Arc<dyn Sessions>,
+    /// The database pool.
+    pub db: Db,
+    /// Server facts.
+    pub server: ServerInfo,
+    /// What the modules registered.
+    pub registry: Arc<Registry>,
+}
+
+/// The handle every handler receives. Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<ContextParts>,
+}
+
+impl Context {
+    /// Built once by the core after all modules have started.
+    pub fn new(parts: ContextParts) -> Self {
+        Context { inner: Arc::new(parts) }
+    }
+
+    /// Routes a stanza (see [`Router::route`]).
+    pub fn send(&self, stanza: Stanza) {
+        self.inner.router.route(stanza);
+    }
+
+    /// The session table.
+    pub fn sessions(&self) -> &dyn Sessions {
+        self.inner.sessions.as_ref()
+    }
+
+    /// The database pool.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Server facts.
+    pub fn server(&self) -> &ServerInfo {
+        &self.inner.server
+    }
+
+    /// Whether `domain` is one of this server's virtual hosts.
+    pub fn is_local_host(&self, domain: &str) -> bool {
+        self.inner.server.hosts.iter().any(|h| h == domain)
+    }
+
+    /// What the modules registered (read-only; disco builds its answers from it).
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+}

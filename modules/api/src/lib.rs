@@ -1,0 +1,36 @@
+//! The module API of the Starling XMPP server.
+//!
+//! Every feature module depends on this crate and on nothing else of the server: it
+//! declares a [`ModuleSpec`], registers its IQ handlers and disco features through a
+//! [`Registrar`], and reaches the running server only through a [`Context`] (routing,
+//! the session table, storage, server facts). The core implements the traits declared
+//! here and wires the modules named in the configuration.
+//!
+//! Crates are re-exported so that every module compiles against exactly one version of
+//! each: [`jid`], [`minidom`], [`xmpp_parsers`], [`diesel`] and [`tracing`].
+#![warn(missing_docs)]
+
+pub mod context;
+pub mod error;
+pub mod iq;
+pub mod module;
+pub mod reply;
+pub mod stanza;
+pub mod storage;
+
+pub use context::{Context, ContextParts, Router, ServerInfo, Sessions};
+pub use error::{ModuleError, stanza_error};
+pub use iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult};
+pub use module::{ModuleSpec, Registrar, Registry, Scope, Spec, SpecSupport, Support};
+pub use stanza::Stanza;
+pub use storage::{Backend, Db, DbConn, Migrations, StorageError};
+
+pub use diesel;
+pub use diesel_migrations;
+pub use jid;
+pub use minidom;
+pub use tracing;
+pub use xmpp_parsers;
+
+/// A boxed, sendable future, the return type of every registered handler.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

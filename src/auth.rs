@@ -1,0 +1,241 @@
+//! Accounts and authentication policy: credentials from storage for the SASL layer,
+//! creating accounts and changing passwords (only SCRAM keys are stored, RFC 5802 §3),
+//! and throttling of failed logins per IP address and per account.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jid::BareJid;
+use starling_api::{Db, StorageError};
+
+use crate::sasl::{ScramCredentials, ScramHash};
+use crate::storage::accounts::{self, StoredCredential};
+
+/// PBKDF2 iterations for new credentials (RFC 7677 recommends at least 4096).
+pub const SCRAM_ITERATIONS: u32 = 4096;
+
+/// Hashes credentials are kept for: every SCRAM mechanism offered needs its own keys.
+pub const SCRAM_HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
+
+/// Errors managing accounts.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// Not a valid bare JID.
+    #[error("invalid JID {0:?}: {1}")]
+    InvalidJid(String, String),
+    /// The JID's domain is not served here.
+    #[error("{0} is not a host of this server")]
+    UnknownHost(String),
+    /// The account already exists.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// The account does not exist.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// The password cannot be used (empty, or prohibited characters for SASLprep).
+    #[error("unusable password: {0}")]
+    BadPassword(String),
+    /// Database failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Parses and normalises an account JID (`Alice@LocalHost` → `alice@localhost`,
+/// RFC 7622) and checks that its domain is one of `hosts`.
+pub fn account_jid(jid: &str, hosts: &[String]) -> Result<BareJid, AccountError> {
+    let bare = BareJid::new(jid).map_err(|e| AccountError::InvalidJid(jid.to_owned(), e.to_string()))?;
+    if bare.node().is_none() {
+        return Err(AccountError::InvalidJid(jid.to_owned(), "no user part".into()));
+    }
+    if !hosts.iter().any(|h| h == bare.domain().as_str()) {
+        return Err(AccountError::UnknownHost(bare.domain().to_string()));
+    }
+    Ok(bare)
+}
+
+fn split(jid: &BareJid) -> (String, String) {
+    (jid.domain().to_string(), jid.node().map(|n| n.to_string()).unwrap_or_default())
+}
+
+fn derive_all(password: &str) -> Result<Vec<StoredCredential>, AccountError> {
+    if password.is_empty() {
+        return Err(AccountError::BadPassword("empty".into()));
+    }
+    SCRAM_HASHES
+        .iter()
+        .map(|hash| {
+            let creds = ScramCredentials::derive(password, *hash, SCRAM_ITERATIONS)
+                .map_err(|e| AccountError::BadPassword(e.to_string()))?;
+            Ok(to_stored(&creds))
+        })
+        .collect()
+}
+
+/// The storage form of SCRAM credentials.
+pub fn to_stored(creds: &ScramCredentials) -> StoredCredential {
+    StoredCredential {
+        mechanism: creds.hash.mechanism_name().to_owned(),
+        salt: creds.salt.clone(),
+        iterations: creds.iterations,
+        stored_key: creds.stored_key.clone(),
+        server_key: creds.server_key.clone(),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Creates an account with SCRAM credentials for every supported hash.
+pub async fn create_account(db: &Db, jid: &BareJid, password: &str) -> Result<(), AccountError> {
+    let creds = derive_all(password)?;
+    let (host, user) = split(jid);
+    let created = db.run(move |c| accounts::create(c, &host, &user, &creds, now_ms())).await?;
+    if created { Ok(()) } else { Err(AccountError::Exists(jid.to_string())) }
+}
+
+/// Replaces an account's credentials.
+pub async fn set_password(db: &Db, jid: &BareJid, password: &str) -> Result<(), AccountError> {
+    let creds = derive_all(password)?;
+    let (host, user) = split(jid);
+    let changed = db.run(move |c| accounts::set_credentials(c, &host, &user, &creds)).await?;
+    if changed { Ok(()) } else { Err(AccountError::NotFound(jid.to_string())) }
+}
+
+/// Deletes an account (its credentials go with it).
+pub async fn delete_account(db: &Db, jid: &BareJid) -> Result<(), AccountError> {
+    let (host, user) = split(jid);
+    let deleted = db.run(move |c| accounts::delete(c, &host, &user)).await?;
+    if deleted { Ok(()) } else { Err(AccountError::NotFound(jid.to_string())) }
+}
+
+/// What the SASL layer needs to know about a user who is logging in.
+pub enum LoginCredentials {
+    /// No such account: SASL carries on with fake credentials and fails at the end.
+    Unknown,
+    /// The account is disabled by an administrator.
+    Disabled,
+    /// The account's keys for the requested hash.
+    Found(ScramCredentials),
+}
+
+/// Looks up the credentials of `user@host` for `hash`.
+pub async fn login_credentials(
+    db: &Db,
+    host: &str,
+    user: &str,
+    hash: ScramHash,
+) -> Result<LoginCredentials, StorageError> {
+    let (host, user) = (host.to_owned(), user.to_owned());
+    let mechanism = hash.mechanism_name();
+    db.run(move |c| {
+        let Some(info) = accounts::get(c, &host, &user)? else { return Ok(LoginCredentials::Unknown) };
+        if info.disabled {
+            return Ok(LoginCredentials::Disabled);
+        }
+        Ok(match accounts::credential(c, &host, &user, mechanism)? {
+            Some(s) => LoginCredentials::Found(ScramCredentials {
+                hash,
+                salt: s.salt,
+                iterations: s.iterations,
+                stored_key: s.stored_key,
+                server_key: s.server_key,
+            }),
+            None => LoginCredentials::Unknown,
+        })
+    })
+    .await
+}
+
+/// Counts failed authentications per IP address and per account in a fixed window
+/// (config `limits.auth_failures` per `limits.auth_failure_window`).
+pub struct AuthThrottle {
+    max_failures: u32,
+    window: Duration,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl AuthThrottle {
+    /// A throttle allowing `max_failures` per `window`.
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        AuthThrottle { max_failures, window, failures: Mutex::new(HashMap::new()) }
+    }
+
+    fn key_ip(ip: IpAddr) -> String {
+        format!("ip:{ip}")
+    }
+
+    fn key_account(account: &str) -> String {
+        format!("user:{account}")
+    }
+
+    fn blocked(&self, key: &str) -> bool {
+        let table = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        table.get(key).is_some_and(|(count, since)| *count >= self.max_failures && since.elapsed() < self.window)
+    }
+
+    /// Whether logins from `ip` are refused for now.
+    pub fn ip_blocked(&self, ip: IpAddr) -> bool {
+        self.blocked(&Self::key_ip(ip))
+    }
+
+    /// Whether logins to `account` are refused for now.
+    pub fn account_blocked(&self, account: &str) -> bool {
+        self.blocked(&Self::key_account(account))
+    }
+
+    /// Records a failed attempt from `ip` on `account`.
+    pub fn record_failure(&self, ip: IpAddr, account: Option<&str>) {
+        let mut table = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if table.len() > 100_000 {
+            // Bounded memory under a distributed attack: forget expired windows.
+            table.retain(|_, (_, since)| since.elapsed() < self.window);
+        }
+        let keys = std::iter::once(Self::key_ip(ip)).chain(account.map(Self::key_account));
+        for key in keys {
+            let entry = table.entry(key).or_insert((0, now));
+            if entry.1.elapsed() >= self.window {
+                *entry = (0, now);
+            }
+            entry.0 += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jids_are_normalised_and_checked() {
+        let hosts = vec!["localhost".to_owned()];
+        assert_eq!(account_jid("Alice@LocalHost", &hosts).map(|j| j.to_string()).ok(), Some("alice@localhost".into()));
+        assert!(matches!(account_jid("alice@elsewhere", &hosts), Err(AccountError::UnknownHost(_))));
+        assert!(matches!(account_jid("localhost", &hosts), Err(AccountError::InvalidJid(..))));
+        assert!(matches!(account_jid("a b@localhost", &hosts), Err(AccountError::InvalidJid(..))));
+    }
+
+    #[test]
+    fn throttle_blocks_after_the_limit_per_ip_and_account() {
+        let throttle = AuthThrottle::new(2, Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        throttle.record_failure(ip, Some("a@x"));
+        assert!(!throttle.ip_blocked(ip));
+        throttle.record_failure(ip, Some("a@x"));
+        assert!(throttle.ip_blocked(ip));
+        assert!(throttle.account_blocked("a@x"));
+        assert!(!throttle.account_blocked("b@x"));
+        assert!(!throttle.ip_blocked("192.0.2.2".parse().expect("ip")));
+    }
+
+    #[test]
+    fn throttle_window_expires() {
+        let throttle = AuthThrottle::new(1, Duration::from_millis(0));
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        throttle.record_failure(ip, None);
+        assert!(!throttle.ip_blocked(ip));
+    }
+}

@@ -1,0 +1,128 @@
+//! Resource binding (RFC 6120 §7) and the legacy session request (RFC 3921 §3, kept
+//! as a no-op for old clients as RFC 6121 Appendix E allows).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jid::{BareJid, FullJid, ResourcePart};
+use starling_api::Stanza;
+use starling_api::reply::{error_reply, iq_result};
+use starling_api::stanza_error;
+use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use super::C2sShared;
+use super::negotiate::{NS_BIND, NS_CLIENT, NS_SESSION, escaped};
+use super::stream::XmppStream;
+use crate::config::ResourceConflict;
+use crate::session::{BindOutcome, CloseReason, SessionHandle, SessionReceiver};
+
+type Bound = (FullJid, Arc<SessionHandle>, SessionReceiver);
+
+/// A fresh server-generated resource (RFC 6120 §7.6.2.1).
+fn generated_resource() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 9]>())
+}
+
+/// What the client asked for in an IQ before binding.
+enum Request {
+    Bind(Option<String>),
+    Session,
+    Other,
+}
+
+fn parse(iq: &Stanza) -> Result<Request, ()> {
+    let element = iq.to_element().map_err(|_| ())?;
+    let mut children = element.children();
+    let (Some(payload), None) = (children.next(), children.next()) else { return Ok(Request::Other) };
+    if iq.type_() != Some("set") {
+        return Ok(Request::Other);
+    }
+    if payload.is("bind", NS_BIND) {
+        let resource = payload.get_child("resource", NS_BIND).map(|r| r.text()).filter(|r| !r.is_empty());
+        return Ok(Request::Bind(resource));
+    }
+    if payload.is("session", NS_SESSION) {
+        return Ok(Request::Session);
+    }
+    Ok(Request::Other)
+}
+
+/// Handles one IQ in the bind phase. `Ok(Some(..))` once bound, `Ok(None)` to wait for
+/// the next IQ, `Err(())` when the connection is gone.
+pub(super) async fn bind(
+    stream: &mut XmppStream,
+    iq: &Stanza,
+    user: &BareJid,
+    shared: &C2sShared,
+) -> Result<Option<Bound>, ()> {
+    let reply_error = |condition| error_reply(iq, &stanza_error(ErrorType::Cancel, condition));
+    let request = parse(iq).unwrap_or(Request::Other);
+    let reply = match request {
+        Request::Session => Some(iq_result(iq, None)),
+        Request::Other => {
+            if matches!(iq.type_(), Some("get" | "set")) {
+                reply_error(DefinedCondition::NotAllowed)
+            } else {
+                None
+            }
+        }
+        Request::Bind(resource) => match try_bind(user, resource, shared) {
+            Ok((jid, handle, receiver)) => {
+                let mut result = iq_result(iq, None);
+                let payload = format!("<bind xmlns='{NS_BIND}'><jid>{}</jid></bind>", escaped(&jid.to_string()));
+                result = result.with_children_xml(payload.into_bytes().into());
+                send(stream, &result).await?;
+                tracing::Span::current().record("jid", tracing::field::display(&jid));
+                tracing::info!("resource bound");
+                return Ok(Some((jid, handle, receiver)));
+            }
+            Err(condition) => Some(
+                error_reply(
+                    iq,
+                    &stanza_error(
+                        if condition == DefinedCondition::BadRequest { ErrorType::Modify } else { ErrorType::Cancel },
+                        condition,
+                    ),
+                )
+                .ok_or(())?,
+            ),
+        },
+    };
+    if let Some(reply) = reply {
+        send(stream, &reply).await?;
+    }
+    Ok(None)
+}
+
+async fn send(stream: &mut XmppStream, stanza: &Stanza) -> Result<(), ()> {
+    let mut out = Vec::new();
+    stanza.write_to(&mut out, NS_CLIENT);
+    stream.send(&out).await.map_err(|_| ())
+}
+
+fn try_bind(user: &BareJid, resource: Option<String>, shared: &C2sShared) -> Result<Bound, DefinedCondition> {
+    let policy = shared.config.c2s.resource_conflict;
+    let mut resource = match resource {
+        // RFC 6120 §7.7.2.1: a resource that fails resourceprep is a bad request.
+        Some(requested) => ResourcePart::new(&requested).map_err(|_| DefinedCondition::BadRequest)?.to_string(),
+        None => generated_resource(),
+    };
+    for _ in 0..3 {
+        let jid = user.with_resource_str(&resource).map_err(|_| DefinedCondition::BadRequest)?;
+        let (handle, receiver) = SessionHandle::new(jid.clone(), shared.config.limits.session_queue);
+        match shared.sessions.bind(handle.clone(), policy) {
+            BindOutcome::Bound { replaced } => {
+                if let Some(old) = replaced {
+                    old.close(CloseReason::Replaced);
+                }
+                return Ok((jid, handle, receiver));
+            }
+            BindOutcome::Conflict if policy == ResourceConflict::Random => {
+                resource = format!("{resource}.{}", generated_resource());
+            }
+            BindOutcome::Conflict => return Err(DefinedCondition::Conflict),
+        }
+    }
+    Err(DefinedCondition::Conflict)
+}

@@ -1,0 +1,120 @@
+//! Client-to-server streams (RFC 6120): listeners, stream negotiation (STARTTLS, SASL,
+//! resource binding) and the bound session loop.
+//!
+//! One tokio task owns each connection. It reads and parses the client's XML, hands
+//! stanzas to the router, and writes what the router queued for it; a connection
+//! limit (a semaphore) bounds how many exist at once.
+
+mod bind;
+mod negotiate;
+mod session;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::auth::AuthThrottle;
+use crate::config::Config;
+use crate::router::StanzaRouter;
+use crate::session::SessionTable;
+use crate::tls::CertStore;
+use crate::xml::Limits;
+use starling_api::Db;
+
+/// What every client connection shares.
+pub struct C2sShared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Certificates, for channel binding.
+    pub certs: Arc<CertStore>,
+    /// TLS settings for STARTTLS (ALPN-less).
+    pub tls_starttls: Arc<rustls::ServerConfig>,
+    /// TLS settings for direct TLS (ALPN `xmpp-client`, XEP-0368).
+    pub tls_direct: Arc<rustls::ServerConfig>,
+    /// The database.
+    pub db: Db,
+    /// Bound sessions.
+    pub sessions: Arc<SessionTable>,
+    /// The router.
+    pub router: Arc<StanzaRouter>,
+    /// Failed-login accounting.
+    pub throttle: AuthThrottle,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Bounds concurrent connections.
+    pub connections: Arc<Semaphore>,
+}
+
+impl C2sShared {
+    fn limits(&self) -> Limits {
+        Limits { max_stanza_bytes: self.config.limits.max_stanza_bytes, max_depth: self.config.limits.max_depth }
+    }
+}
+
+/// How a listener's connections start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain TCP, upgraded with STARTTLS (port 5222).
+    StartTls,
+    /// TLS from the first byte (XEP-0368, port 5223).
+    DirectTls,
+}
+
+/// Accepts connections until shutdown. Accept errors (such as running out of file
+/// descriptors) back off instead of spinning.
+pub async fn serve(listener: TcpListener, kind: ListenerKind, shared: Arc<C2sShared>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            permit = shared.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(10);
+                accepted
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
+        let shared = shared.clone();
+        shared.tasks.clone().spawn(
+            async move {
+                handle_connection(tcp, peer, kind, &shared).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn handle_connection(tcp: TcpStream, peer: SocketAddr, kind: ListenerKind, shared: &C2sShared) {
+    tracing::debug!("connected");
+    let negotiated = negotiate::negotiate(tcp, peer, kind, shared).await;
+    match negotiated {
+        Some(bound) => session::run(bound, shared).await,
+        None => tracing::debug!("closed before binding a resource"),
+    }
+}

@@ -1,0 +1,467 @@
+//! Stream negotiation up to a bound resource (RFC 6120 §4.3, §5 STARTTLS, §6 SASL,
+//! §7 resource binding).
+//!
+//! The client's stream is restarted twice: after TLS and after SASL success. Before TLS
+//! only `<starttls/>` is offered (authentication without TLS is refused with
+//! `encryption-required`), unless the admin allowed plaintext auth on loopback.
+//! SASL offers SCRAM (with -PLUS channel binding when TLS provides it, XEP-0440) and
+//! PLAIN over TLS only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use jid::{BareJid, FullJid};
+use starling_api::Stanza;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::stream::{ReadFailure, Transport, XmppStream};
+use super::{C2sShared, ListenerKind, bind};
+use crate::auth::{self, LoginCredentials};
+use crate::sasl::{self, ChannelBinding, Mechanism, SaslFailure, SaslServer, Step};
+use crate::session::{SessionHandle, SessionReceiver};
+use crate::xml::{HeaderOut, StreamEvent, StreamHeader, escape_text, write_stream_error, write_stream_header};
+
+pub(super) const NS_CLIENT: &str = "jabber:client";
+const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub(super) const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub(super) const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+
+/// A client that finished negotiation: authenticated, with a bound resource.
+pub(super) struct Bound {
+    pub stream: XmppStream,
+    pub jid: FullJid,
+    pub handle: Arc<SessionHandle>,
+    pub receiver: SessionReceiver,
+}
+
+/// How negotiation ended without a session.
+struct Abort {
+    stream: Option<XmppStream>,
+    /// Stream error condition to send, if any (RFC 6120 §4.9.3).
+    condition: Option<&'static str>,
+}
+
+impl Abort {
+    fn with(stream: XmppStream, condition: &'static str) -> Self {
+        Abort { stream: Some(stream), condition: Some(condition) }
+    }
+
+    fn silent(stream: Option<XmppStream>) -> Self {
+        Abort { stream, condition: None }
+    }
+
+    fn from_read(stream: XmppStream, failure: ReadFailure) -> Self {
+        match failure {
+            ReadFailure::Xml(err) => Abort::with(stream, err.condition()),
+            ReadFailure::Eof | ReadFailure::Io(_) => Abort::silent(Some(stream)),
+        }
+    }
+}
+
+/// Runs negotiation within the configured deadline; `None` when the client went away
+/// or was refused (the stream error has been sent).
+pub(super) async fn negotiate(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    shared: &C2sShared,
+) -> Option<Bound> {
+    let deadline = Duration::from_secs(shared.config.c2s.negotiation_timeout);
+    let mut negotiation =
+        Negotiation { shared, host: None, header_sent: false, user: None, cb: ChannelBinding::default() };
+    let result = tokio::time::timeout(deadline, async {
+        let transport = match kind {
+            ListenerKind::StartTls => Transport::Plain(tcp),
+            ListenerKind::DirectTls => match TlsAcceptor::from(shared.tls_direct.clone()).accept(tcp).await {
+                Ok(tls) => {
+                    negotiation.cb = binding_of(tls.get_ref().1, shared);
+                    Transport::Tls(Box::new(tls))
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "TLS handshake failed");
+                    return Err(Abort::silent(None));
+                }
+            },
+        };
+        let stream = XmppStream::new(transport, peer, shared.limits());
+        negotiation.run(stream).await
+    })
+    .await;
+    let abort = match result {
+        Ok(Ok(bound)) => return Some(bound),
+        Ok(Err(abort)) => abort,
+        // The stream was dropped with the future; nothing more can be said to it.
+        Err(_elapsed) => {
+            tracing::debug!("negotiation timed out");
+            return None;
+        }
+    };
+    if let (Some(mut stream), Some(condition)) = (abort.stream, abort.condition) {
+        tracing::debug!(condition, "refusing stream");
+        let mut out = Vec::new();
+        if !negotiation.header_sent {
+            negotiation.write_header(&mut out, None);
+        }
+        write_stream_error(&mut out, condition, None);
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.send(&out)).await;
+        stream.close().await;
+    }
+    None
+}
+
+struct Negotiation<'a> {
+    shared: &'a C2sShared,
+    /// The host the client asked for in its first header.
+    host: Option<String>,
+    header_sent: bool,
+    /// The authenticated account, after SASL success.
+    user: Option<BareJid>,
+    cb: ChannelBinding,
+}
+
+impl Negotiation<'_> {
+    fn write_header(&mut self, out: &mut Vec<u8>, to: Option<&str>) {
+        let from = self.host.clone().unwrap_or_else(|| self.shared.config.server.hosts[0].clone());
+        let id = format!("{:032x}", rand::random::<u128>());
+        write_stream_header(
+            out,
+            &HeaderOut {
+                from: Some(&from),
+                to,
+                id: Some(&id),
+                version: Some("1.0"),
+                lang: Some("en"),
+                default_ns: NS_CLIENT,
+                extra_ns: &[],
+            },
+        );
+        self.header_sent = true;
+    }
+
+    async fn run(&mut self, mut stream: XmppStream) -> Result<Bound, Abort> {
+        loop {
+            self.header_sent = false;
+            let header = match stream.next_event().await {
+                Ok(StreamEvent::Header(header)) => header,
+                Ok(_) => return Err(Abort::with(stream, "not-well-formed")),
+                Err(failure) => return Err(Abort::from_read(stream, failure)),
+            };
+            if let Err(condition) = self.check_header(&header) {
+                return Err(Abort::with(stream, condition));
+            }
+            let mut out = Vec::new();
+            let to = header.from.as_deref().filter(|f| jid::Jid::new(f).is_ok());
+            self.write_header(&mut out, to);
+            if self.user.is_some() {
+                out.extend_from_slice(b"<stream:features>");
+                out.extend_from_slice(
+                    format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session>").as_bytes(),
+                );
+                out.extend_from_slice(b"</stream:features>");
+                if stream.send(&out).await.is_err() {
+                    return Err(Abort::silent(None));
+                }
+                return self.bind_phase(stream).await;
+            }
+            let tls = stream.is_tls();
+            let plaintext_ok =
+                !tls && self.shared.config.c2s.allow_plaintext_auth_on_loopback && stream.peer.ip().is_loopback();
+            let mechanisms = if tls || plaintext_ok { sasl::offered_mechanisms(&self.cb, true) } else { Vec::new() };
+            out.extend_from_slice(b"<stream:features>");
+            if !tls {
+                out.extend_from_slice(format!("<starttls xmlns='{NS_TLS}'>").as_bytes());
+                if !plaintext_ok {
+                    out.extend_from_slice(b"<required/>");
+                }
+                out.extend_from_slice(b"</starttls>");
+            }
+            if !mechanisms.is_empty() {
+                out.extend_from_slice(format!("<mechanisms xmlns='{NS_SASL}'>").as_bytes());
+                for mechanism in &mechanisms {
+                    out.extend_from_slice(format!("<mechanism>{}</mechanism>", mechanism.name()).as_bytes());
+                }
+                out.extend_from_slice(b"</mechanisms>");
+                let types = self.cb.types();
+                if !types.is_empty() {
+                    out.extend_from_slice(format!("<sasl-channel-binding xmlns='{NS_SASL_CB}'>").as_bytes());
+                    for type_ in types {
+                        out.extend_from_slice(format!("<channel-binding type='{type_}'/>").as_bytes());
+                    }
+                    out.extend_from_slice(b"</sasl-channel-binding>");
+                }
+            }
+            out.extend_from_slice(b"</stream:features>");
+            if stream.send(&out).await.is_err() {
+                return Err(Abort::silent(None));
+            }
+            stream = self.pre_auth_phase(stream, &mechanisms).await?;
+        }
+    }
+
+    /// RFC 6120 §4.7: namespace, version, and a `to` we serve (the same on restarts).
+    fn check_header(&mut self, header: &StreamHeader) -> Result<(), &'static str> {
+        let hosts = &self.shared.config.server.hosts;
+        let requested = match header.to.as_deref() {
+            Some(to) => match jid::BareJid::new(to) {
+                Ok(jid) if jid.node().is_none() => Some(jid.domain().to_string()),
+                _ => None,
+            },
+            // RFC 6120 §4.7.2 lets a client leave `to` out; with one host there is no ambiguity.
+            None if hosts.len() == 1 => Some(hosts[0].clone()),
+            None => None,
+        };
+        let requested = requested.filter(|h| hosts.contains(h));
+        match (&self.host, requested) {
+            (_, None) => return Err("host-unknown"),
+            (None, Some(host)) => self.host = Some(host),
+            (Some(first), Some(host)) if *first != host => return Err("host-unknown"),
+            _ => {}
+        }
+        if header.default_ns.as_deref() != Some(NS_CLIENT) {
+            return Err("invalid-namespace");
+        }
+        if header.version.as_deref() != Some("1.0") {
+            return Err("unsupported-version");
+        }
+        Ok(())
+    }
+
+    /// Until TLS is up and SASL succeeded. Returns the stream to restart.
+    async fn pre_auth_phase(&mut self, mut stream: XmppStream, mechanisms: &[Mechanism]) -> Result<XmppStream, Abort> {
+        loop {
+            let element = match stream.next_event().await {
+                Ok(StreamEvent::Stanza(element)) => element,
+                Ok(StreamEvent::Footer) => return Err(Abort::silent(Some(stream))),
+                Ok(StreamEvent::Header(_)) => return Err(Abort::with(stream, "not-well-formed")),
+                Err(failure) => return Err(Abort::from_read(stream, failure)),
+            };
+            match (element.ns(), element.name()) {
+                (NS_TLS, "starttls") if !stream.is_tls() => {
+                    if stream.send(format!("<proceed xmlns='{NS_TLS}'/>").as_bytes()).await.is_err() {
+                        return Err(Abort::silent(None));
+                    }
+                    return self.start_tls(stream).await;
+                }
+                (NS_SASL, "auth") if mechanisms.is_empty() => {
+                    let failure = sasl_failure(SaslFailure::EncryptionRequired);
+                    if stream.send(&failure).await.is_err() {
+                        return Err(Abort::silent(None));
+                    }
+                }
+                (NS_SASL, "auth") => {
+                    if self.authenticate(&mut stream, &element, mechanisms).await? {
+                        stream.reset();
+                        return Ok(stream);
+                    }
+                }
+                _ => return Err(Abort::with(stream, "not-authorized")),
+            }
+        }
+    }
+
+    async fn start_tls(&mut self, stream: XmppStream) -> Result<XmppStream, Abort> {
+        let peer = stream.peer;
+        let Transport::Plain(tcp) = stream.into_transport() else {
+            return Err(Abort::silent(None));
+        };
+        let tls = match TlsAcceptor::from(self.shared.tls_starttls.clone()).accept(tcp).await {
+            Ok(tls) => tls,
+            Err(err) => {
+                tracing::debug!(error = %err, "STARTTLS handshake failed");
+                return Err(Abort::silent(None));
+            }
+        };
+        self.cb = binding_of(tls.get_ref().1, self.shared);
+        Ok(XmppStream::new(Transport::Tls(Box::new(tls)), peer, self.shared.limits()))
+    }
+
+    /// One SASL exchange (RFC 6120 §6.4). `Ok(true)` on success (already answered).
+    async fn authenticate(
+        &mut self,
+        stream: &mut XmppStream,
+        auth: &Stanza,
+        offered: &[Mechanism],
+    ) -> Result<bool, Abort> {
+        let ip = stream.peer.ip();
+        let host = self.host.clone().unwrap_or_default();
+        let requested = auth.attr("mechanism").and_then(Mechanism::from_name).filter(|m| offered.contains(m));
+        let mechanism = match requested {
+            _ if self.shared.throttle.ip_blocked(ip) => Err(SaslFailure::TemporaryAuthFailure),
+            Some(mechanism) => Ok(mechanism),
+            None => Err(SaslFailure::InvalidMechanism),
+        };
+        let mechanism = match mechanism {
+            Ok(mechanism) => mechanism,
+            Err(failure) => {
+                send_or_abort(stream, &sasl_failure(failure)).await?;
+                return Ok(false);
+            }
+        };
+        let mut server = SaslServer::start(mechanism, self.cb.clone());
+        let mut account: Option<String> = None;
+        let mut input = match sasl_payload(auth) {
+            Ok(Some(data)) => data,
+            Ok(None) => {
+                // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
+                send_or_abort(stream, format!("<challenge xmlns='{NS_SASL}'/>").as_bytes()).await?;
+                match self.next_response(stream).await? {
+                    Some(data) => data,
+                    None => return Ok(false),
+                }
+            }
+            Err(failure) => {
+                send_or_abort(stream, &sasl_failure(failure)).await?;
+                return Ok(false);
+            }
+        };
+        let mut step = server.step(&input);
+        loop {
+            match step {
+                Step::Challenge(data) => {
+                    let challenge = format!("<challenge xmlns='{NS_SASL}'>{}</challenge>", BASE64.encode(data));
+                    send_or_abort(stream, challenge.as_bytes()).await?;
+                    input = match self.next_response(stream).await? {
+                        Some(data) => data,
+                        None => return Ok(false),
+                    };
+                    step = server.step(&input);
+                }
+                Step::NeedCredentials { username, hash } => {
+                    let normalised =
+                        BareJid::new(&format!("{username}@{host}")).ok().and_then(|j| j.node().map(|n| n.to_string()));
+                    account = normalised.clone().map(|u| format!("{u}@{host}"));
+                    if account.as_deref().is_some_and(|a| self.shared.throttle.account_blocked(a)) {
+                        send_or_abort(stream, &sasl_failure(SaslFailure::TemporaryAuthFailure)).await?;
+                        return Ok(false);
+                    }
+                    let creds = match normalised {
+                        None => LoginCredentials::Unknown,
+                        Some(user) => match auth::login_credentials(&self.shared.db, &host, &user, hash).await {
+                            Ok(creds) => creds,
+                            Err(err) => {
+                                tracing::error!(error = %err, "credential lookup failed");
+                                send_or_abort(stream, &sasl_failure(SaslFailure::TemporaryAuthFailure)).await?;
+                                return Ok(false);
+                            }
+                        },
+                    };
+                    step = match creds {
+                        LoginCredentials::Found(creds) => server.credentials(Some(creds)),
+                        LoginCredentials::Unknown => server.credentials(None),
+                        LoginCredentials::Disabled => Step::Failure(SaslFailure::AccountDisabled),
+                    };
+                }
+                Step::Success { username, authzid, additional_data } => {
+                    let Some(jid) = BareJid::new(&format!("{username}@{host}")).ok() else {
+                        send_or_abort(stream, &sasl_failure(SaslFailure::NotAuthorized)).await?;
+                        return Ok(false);
+                    };
+                    if authzid.as_deref().is_some_and(|a| BareJid::new(a).ok().as_ref() != Some(&jid)) {
+                        send_or_abort(stream, &sasl_failure(SaslFailure::InvalidAuthzid)).await?;
+                        return Ok(false);
+                    }
+                    let success = match additional_data {
+                        Some(data) => format!("<success xmlns='{NS_SASL}'>{}</success>", BASE64.encode(data)),
+                        None => format!("<success xmlns='{NS_SASL}'/>"),
+                    };
+                    send_or_abort(stream, success.as_bytes()).await?;
+                    tracing::info!(%jid, mechanism = mechanism.name(), "authenticated");
+                    self.user = Some(jid);
+                    return Ok(true);
+                }
+                Step::Failure(failure) => {
+                    if matches!(failure, SaslFailure::NotAuthorized | SaslFailure::AccountDisabled) {
+                        self.shared.throttle.record_failure(ip, account.as_deref());
+                        tracing::info!(account = account.as_deref().unwrap_or("?"), "authentication failed");
+                    }
+                    send_or_abort(stream, &sasl_failure(failure)).await?;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    /// The next `<response/>`; `None` after `<abort/>` (answered with `aborted`).
+    async fn next_response(&mut self, stream: &mut XmppStream) -> Result<Option<Vec<u8>>, Abort> {
+        let element = match stream.next_event().await {
+            Ok(StreamEvent::Stanza(element)) => element,
+            Ok(_) => return Err(Abort::silent(None)),
+            Err(ReadFailure::Xml(err)) => {
+                let condition = err.condition();
+                return Err(Abort { stream: None, condition: Some(condition) });
+            }
+            Err(_) => return Err(Abort::silent(None)),
+        };
+        match (element.ns(), element.name()) {
+            (NS_SASL, "response") => match sasl_payload(&element) {
+                Ok(data) => Ok(Some(data.unwrap_or_default())),
+                Err(failure) => {
+                    send_or_abort(stream, &sasl_failure(failure)).await?;
+                    Ok(None)
+                }
+            },
+            (NS_SASL, "abort") => {
+                send_or_abort(stream, &sasl_failure(SaslFailure::Aborted)).await?;
+                Ok(None)
+            }
+            _ => Err(Abort::silent(None)),
+        }
+    }
+
+    /// After SASL: legacy session requests are acknowledged, the bind request binds.
+    async fn bind_phase(&mut self, mut stream: XmppStream) -> Result<Bound, Abort> {
+        let Some(user) = self.user.clone() else { return Err(Abort::silent(None)) };
+        loop {
+            let element = match stream.next_event().await {
+                Ok(StreamEvent::Stanza(element)) => element,
+                Ok(_) => return Err(Abort::silent(Some(stream))),
+                Err(failure) => return Err(Abort::from_read(stream, failure)),
+            };
+            if element.name() != "iq" || element.ns() != NS_CLIENT {
+                return Err(Abort::with(stream, "not-authorized"));
+            }
+            match bind::bind(&mut stream, &element, &user, self.shared).await {
+                Ok(Some((jid, handle, receiver))) => return Ok(Bound { stream, jid, handle, receiver }),
+                Ok(None) => {}
+                Err(()) => return Err(Abort::silent(None)),
+            }
+        }
+    }
+}
+
+fn binding_of(tls: &rustls::ServerConnection, shared: &C2sShared) -> ChannelBinding {
+    let (exporter, end_point) = crate::tls::channel_binding(tls, &shared.certs);
+    ChannelBinding { tls_exporter: exporter, tls_server_end_point: end_point }
+}
+
+async fn send_or_abort(stream: &mut XmppStream, bytes: &[u8]) -> Result<(), Abort> {
+    stream.send(bytes).await.map_err(|_| Abort::silent(None))
+}
+
+/// The base64 payload of `<auth/>` or `<response/>`: `None` when the element is empty,
+/// `Some(empty)` for `=` (RFC 6120 §6.4.2).
+fn sasl_payload(element: &Stanza) -> Result<Option<Vec<u8>>, SaslFailure> {
+    let text = element.to_element().map_err(|_| SaslFailure::MalformedRequest)?.text();
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    sasl::decode_b64(text).map(Some)
+}
+
+fn sasl_failure(failure: SaslFailure) -> Vec<u8> {
+    format!("<failure xmlns='{NS_SASL}'><{}/></failure>", failure.condition()).into_bytes()
+}
+
+/// `<jid>` text for the bind result.
+pub(super) fn escaped(text: &str) -> String {
+    let mut out = Vec::new();
+    escape_text(&mut out, text);
+    String::from_utf8(out).unwrap_or_default()
+}

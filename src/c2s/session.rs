@@ -1,0 +1,211 @@
+//! A bound client session (RFC 6120 §7 onward): stanzas from the client are stamped
+//! with its full JID and routed; stanzas queued for it are written in batches.
+//!
+//! The task ends when the client closes the stream, the connection fails, the server
+//! closes the session from outside (resource conflict, queue overflow), the client is
+//! silent too long, or the server shuts down; each case sends the matching stream error
+//! (RFC 6120 §4.9.3). Whatever ends it, the session leaves the table and the contacts
+//! it sent directed presence to learn that it went offline (RFC 6121 §4.6.3).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use starling_api::Stanza;
+use tokio::time::Instant;
+
+use super::C2sShared;
+use super::negotiate::{Bound, NS_CLIENT};
+use super::stream::ReadFailure;
+use crate::session::CloseReason;
+use crate::xml::{StreamEvent, write_stream_error};
+
+/// Bytes of queued stanzas written with one syscall at most.
+const WRITE_BATCH: usize = 64 * 1024;
+/// A client that does not read for this long while we have data for it is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum End {
+    /// Send this stream error, then close.
+    Error(&'static str),
+    /// The client closed its stream: answer with ours.
+    Footer,
+    /// Nothing can be written any more.
+    Gone,
+}
+
+/// Runs the session until it ends, then removes it from the table.
+pub(super) async fn run(bound: Bound, shared: &C2sShared) {
+    let Bound { mut stream, jid, handle, mut receiver } = bound;
+    let jid_text = jid.to_string();
+    let mut directed: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    let idle = Duration::from_secs(shared.config.c2s.idle_timeout);
+    let mut ping_sent: Option<Instant> = None;
+
+    let end = loop {
+        let wake = match ping_sent {
+            Some(sent) if stream.last_activity <= sent => sent + idle,
+            _ => stream.last_activity + idle,
+        };
+        tokio::select! {
+            event = stream.next_event() => match event {
+                Ok(StreamEvent::Stanza(stanza)) => {
+                    ping_sent = None;
+                    if let Err(condition) = on_stanza(stanza, &jid_text, &handle, &mut directed, shared) {
+                        break End::Error(condition);
+                    }
+                }
+                Ok(StreamEvent::Footer) => break End::Footer,
+                Ok(StreamEvent::Header(_)) => break End::Error("not-well-formed"),
+                Err(ReadFailure::Xml(err)) => break End::Error(err.condition()),
+                Err(ReadFailure::Eof | ReadFailure::Io(_)) => break End::Gone,
+            },
+            Some(first) = receiver.queue.recv() => {
+                out.clear();
+                first.write_to(&mut out, NS_CLIENT);
+                while out.len() < WRITE_BATCH {
+                    match receiver.queue.try_recv() {
+                        Ok(stanza) => stanza.write_to(&mut out, NS_CLIENT),
+                        Err(_) => break,
+                    }
+                }
+                let written = tokio::select! {
+                    written = tokio::time::timeout(WRITE_TIMEOUT, stream.send(&out)) => matches!(written, Ok(Ok(()))),
+                    _ = &mut receiver.close => false,
+                    _ = shared.shutdown.cancelled() => false,
+                };
+                if out.capacity() > WRITE_BATCH {
+                    out = Vec::new();
+                }
+                if !written {
+                    break End::Gone;
+                }
+            },
+            reason = &mut receiver.close => break match reason {
+                Ok(CloseReason::Replaced) => End::Error("conflict"),
+                Ok(CloseReason::TooSlow) => End::Error("policy-violation"),
+                Err(_) => End::Gone,
+            },
+            _ = shared.shutdown.cancelled() => break End::Error("system-shutdown"),
+            _ = tokio::time::sleep_until(wake) => {
+                if ping_sent.is_some() {
+                    break End::Error("connection-timeout");
+                }
+                // XEP-0199 §4.2: ask the client to prove it is alive.
+                let domain = jid.domain().to_string();
+                let ping = format!(
+                    "<iq type='get' id='idle-{}' from='{domain}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+                    rand::random::<u32>(),
+                    super::negotiate::escaped(&jid_text),
+                );
+                if stream.send(ping.as_bytes()).await.is_err() {
+                    break End::Gone;
+                }
+                ping_sent = Some(Instant::now());
+            },
+        }
+    };
+
+    shared.sessions.unbind(&jid, handle.id);
+    handle.set_presence(false, 0);
+    for to in directed {
+        shared.router.route(unavailable(&jid_text, &to));
+    }
+    let closing = match end {
+        End::Error(condition) => {
+            tracing::debug!(condition, "closing stream with an error");
+            let mut out = Vec::new();
+            write_stream_error(&mut out, condition, None);
+            Some(out)
+        }
+        End::Footer => Some(b"</stream:stream>".to_vec()),
+        End::Gone => None,
+    };
+    if let Some(bytes) = closing {
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.send(&bytes)).await;
+        stream.close().await;
+    }
+    tracing::info!("session ended");
+}
+
+fn unavailable(from: &str, to: &str) -> Stanza {
+    let mut presence = Stanza::new("presence", NS_CLIENT);
+    presence.set_attr("from", Some(from));
+    presence.set_attr("to", Some(to));
+    presence.set_attr("type", Some("unavailable"));
+    presence
+}
+
+/// Stamps, inspects and routes one stanza from the client.
+fn on_stanza(
+    mut stanza: Stanza,
+    jid: &str,
+    handle: &crate::session::SessionHandle,
+    directed: &mut BTreeSet<String>,
+    shared: &C2sShared,
+) -> Result<(), &'static str> {
+    if stanza.ns() != NS_CLIENT || !matches!(stanza.name(), "message" | "presence" | "iq") {
+        return Err("unsupported-stanza-type");
+    }
+    // RFC 6120 §8.1.2.1: the server stamps `from`; whatever the client wrote is replaced.
+    stanza.set_attr("from", Some(jid));
+    if is_legacy_session_request(&stanza) {
+        handle.deliver(starling_api::reply::iq_result(&stanza, None));
+        return Ok(());
+    }
+    if stanza.name() == "presence" {
+        let went_offline = track_presence(&stanza, handle, directed);
+        if went_offline {
+            // RFC 6121 §4.6.3: unavailable presence also reaches directed-presence recipients.
+            for to in std::mem::take(directed) {
+                shared.router.route(unavailable(jid, &to));
+            }
+        }
+        if stanza.to().is_none() {
+            return Ok(());
+        }
+    }
+    shared.router.route(stanza);
+    Ok(())
+}
+
+/// RFC 3921 `<session/>`, which older clients still send after binding: a no-op that
+/// must succeed (RFC 6121 Appendix E).
+fn is_legacy_session_request(stanza: &Stanza) -> bool {
+    stanza.name() == "iq"
+        && stanza.type_() == Some("set")
+        && stanza
+            .child_elements()
+            .next()
+            .is_some_and(|c| c.name() == "session" && c.ns() == super::negotiate::NS_SESSION)
+}
+
+/// Keeps the session's availability, priority and directed-presence set current.
+/// True when the client just broadcast unavailable presence.
+fn track_presence(presence: &Stanza, handle: &crate::session::SessionHandle, directed: &mut BTreeSet<String>) -> bool {
+    match (presence.to(), presence.type_()) {
+        (None, None) => handle.set_presence(true, priority(presence)),
+        (None, Some("unavailable")) => {
+            handle.set_presence(false, 0);
+            return true;
+        }
+        (Some(to), None) => {
+            directed.insert(to.to_owned());
+        }
+        (Some(to), Some("unavailable")) => {
+            directed.remove(to);
+        }
+        _ => {}
+    }
+    false
+}
+
+/// RFC 6121 §4.7.2.3: an integer from -128 to 127, 0 when absent or invalid.
+fn priority(presence: &Stanza) -> i8 {
+    presence
+        .to_element()
+        .ok()
+        .and_then(|p| p.get_child("priority", NS_CLIENT).map(|c| c.text()))
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,179 @@
+//! The `starling` command line: run the server, check the config, migrate the
+//! database, manage accounts, describe the modules.
+//!
+//! Exit codes: 0 success, 1 failure (the message says why), 2 bad usage (clap).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use crate::auth::{self, account_jid};
+use crate::config::Config;
+use crate::storage::accounts;
+
+/// Starling XMPP server.
+#[derive(Debug, Parser)]
+#[command(name = "starling", version, about)]
+pub struct Cli {
+    /// Configuration file [default: $STARLING_CONFIG, else conf/starling.toml, else /etc/starling/starling.toml]
+    #[arg(short, long, global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do [default: serve]
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Check the configuration file and report the first problem, naming the key.
+    CheckConfig,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// List compiled-in modules, what they implement and what they register.
+    Modules,
+    /// Print the DOAP description of the server (doap.xml).
+    Doap,
+}
+
+/// `starling user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account. The password comes from --password-file, else a prompt,
+    /// else the first line of standard input.
+    Add {
+        /// The account, e.g. alice@example.org
+        jid: String,
+        /// Read the password from this file ("-" for standard input).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Delete an account and everything stored for it.
+    Del {
+        /// The account.
+        jid: String,
+    },
+    /// Change an account's password.
+    Passwd {
+        /// The account.
+        jid: String,
+        /// Read the password from this file ("-" for standard input).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List the accounts of a host (all hosts when omitted).
+    List {
+        /// The host.
+        host: Option<String>,
+    },
+}
+
+/// The configuration file to use when `--config` is not given.
+pub fn default_config_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("STARLING_CONFIG") {
+        return PathBuf::from(path);
+    }
+    let local = PathBuf::from("conf/starling.toml");
+    if local.exists() { local } else { PathBuf::from("/etc/starling/starling.toml") }
+}
+
+fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
+    let password = match file {
+        Some(path) if path == Path::new("-") => first_line(std::io::stdin().lock())?,
+        Some(path) => {
+            let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+            first_line(std::io::BufReader::new(file))?
+        }
+        None if std::io::stdin().is_terminal() => {
+            let first = rpassword::prompt_password("Password: ")?;
+            let second = rpassword::prompt_password("Password again: ")?;
+            if first != second {
+                bail!("the passwords do not match");
+            }
+            first
+        }
+        None => first_line(std::io::stdin().lock())?,
+    };
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+fn first_line(mut reader: impl BufRead) -> anyhow::Result<String> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Runs an account or maintenance command against the configured database.
+pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()> {
+    let db = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || crate::server::open_database(&config)).await??
+    };
+    let hosts = &config.server.hosts;
+    match command {
+        Command::Migrate => println!("database is up to date"),
+        Command::User(UserCommand::Add { jid, password_file }) => {
+            let jid = account_jid(jid, hosts)?;
+            let password = read_password(password_file.as_deref())?;
+            auth::create_account(&db, &jid, &password).await?;
+            println!("created {jid}");
+        }
+        Command::User(UserCommand::Del { jid }) => {
+            let jid = account_jid(jid, hosts)?;
+            auth::delete_account(&db, &jid).await?;
+            println!("deleted {jid}");
+        }
+        Command::User(UserCommand::Passwd { jid, password_file }) => {
+            let jid = account_jid(jid, hosts)?;
+            let password = read_password(password_file.as_deref())?;
+            auth::set_password(&db, &jid, &password).await?;
+            println!("password changed for {jid}");
+        }
+        Command::User(UserCommand::List { host }) => {
+            let selected: Vec<String> = match host {
+                Some(host) if hosts.contains(host) => vec![host.clone()],
+                Some(host) => bail!("{host} is not a host of this server"),
+                None => hosts.clone(),
+            };
+            for host in selected {
+                let listed = host.clone();
+                let users = db.run(move |c| accounts::list(c, &listed)).await?;
+                for user in users {
+                    let flag = if user.disabled { " (disabled)" } else { "" };
+                    println!("{}@{host}{flag}", user.username);
+                }
+            }
+        }
+        Command::Serve | Command::CheckConfig | Command::Modules | Command::Doap => {}
+    }
+    Ok(())
+}
+
+/// Prints what `starling modules` shows.
+pub fn print_modules(config: &Config) -> anyhow::Result<()> {
+    for module in crate::modules::ALL {
+        let enabled = if config.modules.enabled.iter().any(|m| m == module.name) { "enabled" } else { "available" };
+        println!("{} ({enabled}): {}", module.name, module.summary);
+        for spec in module.specs {
+            println!("  implements {:?} {} ({})", spec.spec, spec.version, spec.status.as_doap());
+        }
+    }
+    let registry = crate::server::start_modules(config)?;
+    for (kind, scope, ns, name, module) in registry.all_iq_handlers() {
+        println!("iq {kind:?} {scope:?} {{{ns}}}{name} -> {module}");
+    }
+    for (scope, feature, module) in registry.all_features() {
+        println!("feature {scope:?} {feature} -> {module}");
+    }
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! The configuration file (`conf/starling.toml`): typed, defaulted, and strict —
+//! an unknown key is an error naming it, never silently ignored.
+//!
+//! Module tables (`[modules.<name>]`) are kept as raw TOML here and checked by each
+//! module's own config type when it starts (see `starling_api::Registrar::config`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A problem with the configuration file, phrased for the admin.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a key/type mismatch; toml's message names the key and the line.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[listen]`
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// `[tls]`
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// `[storage]`
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// `[c2s]`
+    #[serde(default)]
+    pub c2s: C2sConfig,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// `[log]`
+    #[serde(default)]
+    pub log: LogConfig,
+    /// `[modules]`
+    #[serde(default)]
+    pub modules: ModulesConfig,
+    /// `[hosts."<domain>"]` per-host overrides.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostConfig>,
+    /// Where the file was read from; relative paths in it are relative to the directory
+    /// the server runs in.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The virtual hosts (XMPP domains) served, e.g. `["example.org"]`.
+    pub hosts: Vec<String>,
+    /// Bare JIDs of the server administrators.
+    #[serde(default)]
+    pub admins: Vec<String>,
+}
+
+/// `[listen]`: where to accept connections. An empty list disables that listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Client connections with STARTTLS (RFC 6120 §5). Default `["[::]:5222"]`.
+    pub c2s: Vec<SocketAddr>,
+    /// Client connections with direct TLS (XEP-0368). Default `["[::]:5223"]`.
+    pub c2s_direct_tls: Vec<SocketAddr>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            c2s: vec![SocketAddr::from(([0u16; 8], 5222))],
+            c2s_direct_tls: vec![SocketAddr::from(([0u16; 8], 5223))],
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Directory holding `<domain>.crt`/`<domain>.key`, `<domain>/fullchain.pem` +
+    /// `privkey.pem`, or `<domain>.pem`. Default `certs`.
+    pub cert_dir: PathBuf,
+    /// Generate a self-signed certificate for a host that has none (development only;
+    /// clients will warn). Default `false`; the example config turns it on for localhost.
+    pub generate_self_signed: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { cert_dir: PathBuf::from("certs"), generate_self_signed: false }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://data/starling.sqlite` (default) or `postgres://user@host/db`.
+    pub url: String,
+    /// Database connections in the pool. Default 8.
+    pub pool_size: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { url: "sqlite://data/starling.sqlite".into(), pool_size: 8 }
+    }
+}
+
+/// What to do when a client binds a resource that is already bound (RFC 6120 §7.7.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceConflict {
+    /// Disconnect the old session with a `conflict` stream error (default; what most
+    /// servers do, so a reconnecting phone replaces its stale session).
+    KickOld,
+    /// Refuse the new bind with a `conflict` stanza error.
+    Refuse,
+    /// Give the new session a server-generated resource instead.
+    Random,
+}
+
+/// `[c2s]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sConfig {
+    /// Allow authentication without TLS on loopback connections only (for load tests
+    /// and local tools). Default `false`: TLS is always required.
+    pub allow_plaintext_auth_on_loopback: bool,
+    /// Resource conflict policy. Default `kick_old`.
+    pub resource_conflict: ResourceConflict,
+    /// Seconds a connection may take from TCP accept to a bound resource. Default 60.
+    pub negotiation_timeout: u64,
+    /// Seconds without any data from a client before the server pings it (XEP-0199);
+    /// another period of silence closes the stream. Default 300.
+    pub idle_timeout: u64,
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            allow_plaintext_auth_on_loopback: false,
+            resource_conflict: ResourceConflict::KickOld,
+            negotiation_timeout: 60,
+            idle_timeout: 300,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest stanza accepted, in bytes (`policy-violation` beyond). Default 262144.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting accepted (`policy-violation` beyond). Default 64.
+    pub max_depth: usize,
+    /// Stanzas waiting to be written to one client before it counts as too slow and
+    /// is disconnected. Default 1024.
+    pub session_queue: usize,
+    /// Concurrent client connections (keep below the process file-descriptor limit, which
+    /// also serves the database). Default 10000.
+    pub max_connections: usize,
+    /// Failed authentications allowed per IP address and per account within
+    /// `auth_failure_window` seconds before further attempts are refused. Default 5.
+    pub auth_failures: u32,
+    /// The window for `auth_failures`, in seconds. Default 60.
+    pub auth_failure_window: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 64,
+            session_queue: 1024,
+            max_connections: 10_000,
+            auth_failures: 5,
+            auth_failure_window: 60,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info` (default), `debug`, `trace`, or a tracing filter such as
+    /// `info,starling::c2s=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[modules]`: which modules run, and their settings as `[modules.<name>]` tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ModulesConfig {
+    /// Modules enabled on every host.
+    #[serde(default)]
+    pub enabled: Vec<String>,
+    /// `[modules.<name>]` tables, checked by the module itself.
+    #[serde(flatten)]
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+/// `[hosts."<domain>"]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Modules from `[modules] enabled` that do not run for this host.
+    pub modules_disabled: Vec<String>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        config.path = path.to_owned();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.path.clone(), key: key.into(), message: message.into() }
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.server.hosts.is_empty() {
+            return Err(self.invalid("server.hosts", "at least one host is required"));
+        }
+        let mut normalised = Vec::new();
+        for host in &self.server.hosts {
+            let jid = jid::BareJid::new(host)
+                .map_err(|e| self.invalid("server.hosts", format!("{host:?} is not a valid domain: {e}")))?;
+            if jid.node().is_some() {
+                return Err(self.invalid("server.hosts", format!("{host:?} is a JID, not a domain")));
+            }
+            let domain = jid.domain().to_string();
+            if normalised.contains(&domain) {
+                return Err(self.invalid("server.hosts", format!("{host:?} is listed twice")));
+            }
+            normalised.push(domain);
+        }
+        self.server.hosts = normalised;
+        for admin in &self.server.admins {
+            jid::BareJid::new(admin).map_err(|e| self.invalid("server.admins", format!("{admin:?}: {e}")))?;
+        }
+        for host in self.hosts.keys() {
+            if !self.server.hosts.contains(host) {
+                return Err(self.invalid(&format!("hosts.{host:?}"), "not listed in server.hosts"));
+            }
+        }
+        let limits = &self.limits;
+        if limits.max_stanza_bytes < 10_000 {
+            return Err(self.invalid("limits.max_stanza_bytes", "must be at least 10000 (RFC 6120 §13.12)"));
+        }
+        if limits.max_depth < 8 {
+            return Err(self.invalid("limits.max_depth", "must be at least 8"));
+        }
+        if limits.session_queue == 0 || limits.max_connections == 0 || self.storage.pool_size == 0 {
+            return Err(self.invalid("limits", "queue, connection and pool sizes must be positive"));
+        }
+        for (name, value) in &self.modules.settings {
+            if !value.is_table() {
+                return Err(self
+                    .invalid(&format!("modules.{name}"), "unknown key (module settings are [modules.<name>] tables)"));
+            }
+            if !self.modules.enabled.contains(name) {
+                tracing::warn!(module = %name, "[modules.{name}] is configured but the module is not enabled");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `module` runs for `host`.
+    pub fn module_enabled_for(&self, module: &str, host: &str) -> bool {
+        self.modules.enabled.iter().any(|m| m == module)
+            && !self.hosts.get(host).is_some_and(|h| h.modules_disabled.iter().any(|m| m == module))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse("[server]\nhosts = [\"Example.ORG\"]\n").expect("valid");
+        assert_eq!(config.server.hosts, vec!["example.org"]);
+        assert_eq!(config.limits.max_stanza_bytes, 262_144);
+        assert_eq!(config.c2s.resource_conflict, ResourceConflict::KickOld);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = parse("[server]\nhosts = [\"a.test\"]\n[limits]\nmax_stanza_byte = 5\n").expect_err("unknown key");
+        assert!(err.to_string().contains("max_stanza_byte"), "{err}");
+    }
+
+    #[test]
+    fn unknown_section_is_an_error() {
+        let err = parse("[server]\nhosts = [\"a.test\"]\n[lisen]\nc2s = []\n").expect_err("unknown section");
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = parse("[server]\nhosts = []\n").expect_err("empty hosts");
+        assert!(err.to_string().contains("server.hosts"), "{err}");
+        let err = parse("[server]\nhosts = [\"a@b\"]\n").expect_err("jid");
+        assert!(err.to_string().contains("server.hosts"), "{err}");
+        let err = parse("[server]\nhosts = [\"a.test\"]\n[hosts.\"b.test\"]\n").expect_err("unknown host");
+        assert!(err.to_string().contains("b.test"), "{err}");
+    }
+
+    #[test]
+    fn modules_per_host() {
+        let config = parse(
+            "[server]\nhosts = [\"a.test\", \"b.test\"]\n[modules]\nenabled = [\"ping\"]\n[modules.ping]\n[hosts.\"b.test\"]\nmodules_disabled = [\"ping\"]\n",
+        )
+        .expect("valid");
+        assert!(config.module_enabled_for("ping", "a.test"));
+        assert!(!config.module_enabled_for("ping", "b.test"));
+        assert!(config.modules.settings.contains_key("ping"));
+    }
+
+    #[test]
+    fn example_configs_are_valid() {
+        for file in ["conf/starling.toml", "conf/minimal.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            Config::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+}

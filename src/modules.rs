@@ -1,0 +1,22 @@
+//! The list of modules compiled into this server — the only file that names module
+//! crates. Which of them run is decided by `[modules] enabled` in the config.
+
+use starling_api::ModuleSpec;
+
+/// Every module this binary can run, in start order.
+pub static ALL: &[&ModuleSpec] = &[
+    &starling_mod_disco::MODULE,
+    &starling_mod_ping::MODULE,
+    &starling_mod_version::MODULE,
+    &starling_mod_time::MODULE,
+];
+
+/// The module called `name`, if compiled in.
+pub fn find(name: &str) -> Option<&'static ModuleSpec> {
+    ALL.iter().copied().find(|m| m.name == name)
+}
+
+/// Names of all compiled-in modules, for error messages.
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|m| m.name).collect()
+}

@@ -1,0 +1,256 @@
+//! The stanza router: where a stanza goes (RFC 6120 §8, §10; RFC 6121 §8.5).
+//!
+//! Every stanza reaching [`StanzaRouter::route`] already carries a `from` stamped by
+//! the server. The routing table, for a local domain (remote domains are refused with
+//! `remote-server-not-found` until federation exists):
+//!
+//! | `to`                        | message                                                   | presence                          | iq get/set                     | iq result/error |
+//! |-----------------------------|-----------------------------------------------------------|-----------------------------------|--------------------------------|-----------------|
+//! | none                        | as to the sender's bare JID                               | as to the sender's bare JID       | module, scope `OwnAccount`     | dropped         |
+//! | host domain                 | `service-unavailable` (error, groupchat, headline dropped)| dropped                           | module, scope `Server`         | dropped         |
+//! | bare JID                    | chat/normal: highest non-negative priority resources, else `service-unavailable`; headline: all such resources, else dropped; groupchat: `service-unavailable`; error: dropped | every available resource | module, scope `OwnAccount` (own JID) or `Account` | dropped |
+//! | full JID, bound             | that session                                              | that session                      | that session                   | that session    |
+//! | full JID, not bound         | chat/normal: as bare JID; groupchat: `service-unavailable`; headline, error: dropped | dropped | `service-unavailable` | dropped |
+//!
+//! "No module" means `service-unavailable` (RFC 6120 §8.4). An IQ handled by a module
+//! runs on its own task, so a slow database never stalls the sender's session. Tests in
+//! `tests/c2s_routing.rs` cite these rows.
+
+use std::sync::{Arc, OnceLock};
+
+use jid::{BareJid, Jid};
+use starling_api::iq::IqRequest;
+use starling_api::module::IqRoute;
+use starling_api::reply::{error_reply, iq_result};
+use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+use starling_api::{Context, IqKind, Registry, Scope, Stanza, stanza_error};
+
+use crate::config::Config;
+use crate::session::SessionTable;
+use crate::storage::accounts;
+
+/// `jabber:client`, the namespace stanzas are routed in (S2S translates at its edge).
+pub const JABBER_CLIENT: &str = "jabber:client";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Message,
+    Presence,
+    Iq,
+}
+
+/// The single-node router.
+pub struct StanzaRouter {
+    sessions: Arc<SessionTable>,
+    registry: Arc<Registry>,
+    config: Arc<Config>,
+    context: OnceLock<Context>,
+}
+
+impl StanzaRouter {
+    /// A router over `sessions`, dispatching IQs to what `registry` holds.
+    pub fn new(sessions: Arc<SessionTable>, registry: Arc<Registry>, config: Arc<Config>) -> Self {
+        StanzaRouter { sessions, registry, config, context: OnceLock::new() }
+    }
+
+    /// Completes the router once the module context exists (it holds the router).
+    pub fn set_context(&self, context: Context) {
+        let _ = self.context.set(context);
+    }
+
+    fn is_local_host(&self, domain: &str) -> bool {
+        self.config.server.hosts.iter().any(|h| h == domain)
+    }
+
+    /// Routes one stanza by the table above.
+    pub fn route(&self, stanza: Stanza) {
+        let kind = match (stanza.name(), stanza.ns()) {
+            ("message", JABBER_CLIENT) => Kind::Message,
+            ("presence", JABBER_CLIENT) => Kind::Presence,
+            ("iq", JABBER_CLIENT) => Kind::Iq,
+            (name, ns) => {
+                tracing::debug!(name, ns, "not a stanza; dropped");
+                return;
+            }
+        };
+        let from = stanza.from().and_then(|f| Jid::new(f).ok());
+        let to = match stanza.to() {
+            Some(to) => match Jid::new(to) {
+                Ok(to) => to,
+                Err(_) => return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::JidMalformed),
+            },
+            None => match &from {
+                Some(from) => Jid::from(from.to_bare()),
+                None => return,
+            },
+        };
+        if !self.is_local_host(to.domain().as_str()) {
+            return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound);
+        }
+        match (to.node().is_some(), to.resource().is_some()) {
+            (false, _) => self.to_host(kind, stanza, &to),
+            (true, false) => self.to_bare(kind, stanza, to.to_bare(), from),
+            (true, true) => self.to_full(kind, stanza, to),
+        }
+    }
+
+    fn to_host(&self, kind: Kind, stanza: Stanza, to: &Jid) {
+        match kind {
+            Kind::Iq => self.dispatch_iq(stanza, &[Scope::Server], to.domain().as_str(), None),
+            Kind::Message => match stanza.type_() {
+                Some("error" | "groupchat" | "headline") => {}
+                _ => self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable),
+            },
+            Kind::Presence => {}
+        }
+    }
+
+    fn to_bare(&self, kind: Kind, stanza: Stanza, to: BareJid, from: Option<Jid>) {
+        match kind {
+            Kind::Message => self.message_to_bare(stanza, &to),
+            Kind::Presence => {
+                for session in self.sessions.sessions_of(&to).iter().filter(|s| s.is_available()) {
+                    let mut copy = stanza.clone();
+                    copy.set_attr("to", Some(&session.jid.to_string()));
+                    session.deliver(copy);
+                }
+            }
+            Kind::Iq => {
+                let own = from.is_some_and(|f| f.to_bare() == to);
+                let host = to.domain().to_string();
+                if own {
+                    self.dispatch_iq(stanza, &[Scope::OwnAccount, Scope::Account], &host, None);
+                } else {
+                    self.dispatch_iq(stanza, &[Scope::Account], &host, Some(to));
+                }
+            }
+        }
+    }
+
+    /// RFC 6121 §8.5.2.1.1 and §8.5.2.2.1.
+    fn message_to_bare(&self, stanza: Stanza, to: &BareJid) {
+        let type_ = stanza.type_().unwrap_or("normal");
+        if type_ == "error" {
+            return;
+        }
+        if type_ == "groupchat" {
+            return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
+        }
+        let available: Vec<_> =
+            self.sessions.sessions_of(to).into_iter().filter(|s| s.is_available() && s.priority() >= 0).collect();
+        let targets: Vec<_> = if type_ == "headline" {
+            available
+        } else {
+            let top = available.iter().map(|s| s.priority()).max();
+            available.into_iter().filter(|s| Some(s.priority()) == top).collect()
+        };
+        match targets.split_last() {
+            Some((last, rest)) => {
+                for session in rest {
+                    session.deliver(stanza.clone());
+                }
+                last.deliver(stanza);
+            }
+            None if type_ == "headline" => {}
+            None => self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable),
+        }
+    }
+
+    fn to_full(&self, kind: Kind, stanza: Stanza, to: Jid) {
+        let Ok(full) = to.clone().try_into_full() else { return };
+        if let Some(session) = self.sessions.get(&full) {
+            return session.deliver(stanza);
+        }
+        match kind {
+            // RFC 6121 §8.5.3.2.1
+            Kind::Message => match stanza.type_().unwrap_or("normal") {
+                "chat" | "normal" => self.message_to_bare(stanza, &full.to_bare()),
+                "groupchat" => self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable),
+                _ => {}
+            },
+            Kind::Presence => {}
+            Kind::Iq => {
+                if matches!(stanza.type_(), Some("get" | "set")) {
+                    self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
+                }
+            }
+        }
+    }
+
+    /// Finds the module handling an IQ get/set and runs it on its own task. `account`
+    /// is the addressed account when it is not the sender's own: it must exist.
+    fn dispatch_iq(&self, stanza: Stanza, scopes: &[Scope], host: &str, account: Option<BareJid>) {
+        let kind = match stanza.type_() {
+            Some("get") => IqKind::Get,
+            Some("set") => IqKind::Set,
+            Some("result" | "error") => return,
+            _ => return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest),
+        };
+        let Some(context) = self.context.get().cloned() else { return };
+        let element = match stanza.to_element() {
+            Ok(element) => element,
+            Err(_) => return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest),
+        };
+        let mut children = element.children();
+        let (Some(payload), None) = (children.next(), children.next()) else {
+            // RFC 6120 §8.2.3: a get or set carries exactly one payload.
+            return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest);
+        };
+        let route = scopes.iter().find_map(|scope| {
+            let route = self.registry.iq_handler(kind, *scope, &payload.ns(), payload.name())?;
+            let module = self.registry.modules()[route.module].name;
+            self.config.module_enabled_for(module, host).then(|| route.clone())
+        });
+        let Some(IqRoute { handler, .. }) = route else {
+            return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
+        };
+        let Some(from) = stanza.from().and_then(|f| Jid::new(f).ok()) else { return };
+        let to = match stanza.to().map(Jid::new) {
+            Some(Ok(to)) => to,
+            _ => Jid::from(from.to_bare()),
+        };
+        let request = IqRequest {
+            from,
+            to,
+            id: stanza.id().unwrap_or_default().to_owned(),
+            lang: stanza.attr("xml:lang").map(str::to_owned),
+            payload: payload.clone(),
+        };
+        tokio::spawn(async move {
+            if let Some(account) = account {
+                let (host, user) = (account.domain().to_string(), account.node().map(|n| n.to_string()));
+                let exists = match user {
+                    Some(user) => context.db().run(move |c| accounts::exists(c, &host, &user)).await,
+                    None => Ok(false),
+                };
+                if !matches!(exists, Ok(true)) {
+                    let error = stanza_error(ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
+                    if let Some(reply) = error_reply(&stanza, &error) {
+                        context.send(reply);
+                    }
+                    return;
+                }
+            }
+            let reply = match handler(context.clone(), request).await {
+                Ok(payload) => Some(iq_result(&stanza, payload.as_ref())),
+                Err(error) => error_reply(&stanza, &error),
+            };
+            if let Some(reply) = reply {
+                context.send(reply);
+            }
+        });
+    }
+
+    /// Answers `stanza` with an error, unless it is an error itself.
+    fn bounce(&self, stanza: &Stanza, type_: ErrorType, condition: DefinedCondition) {
+        if let Some(reply) = error_reply(stanza, &stanza_error(type_, condition)).filter(|r| r.to().is_some()) {
+            self.route(reply);
+        }
+    }
+}
+
+impl starling_api::Router for StanzaRouter {
+    fn route(&self, stanza: Stanza) {
+        StanzaRouter::route(self, stanza);
+    }
+}

@@ -1,0 +1,174 @@
+//! Start-up and shutdown: certificates, database, modules, router, listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use starling_api::{Context, ContextParts, Db, Migrations, Registry, ServerInfo};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::AuthThrottle;
+use crate::c2s::{self, C2sShared, ListenerKind};
+use crate::config::Config;
+use crate::router::StanzaRouter;
+use crate::session::SessionTable;
+use crate::storage::CORE_MIGRATIONS;
+use crate::tls::CertStore;
+
+/// ALPN protocol id for direct TLS client connections (XEP-0368).
+const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
+
+/// A running server.
+pub struct Server {
+    /// Addresses the STARTTLS client listeners are bound to.
+    pub c2s_addrs: Vec<SocketAddr>,
+    /// Addresses the direct-TLS client listeners are bound to.
+    pub c2s_direct_tls_addrs: Vec<SocketAddr>,
+    /// The module context (routing, sessions, storage).
+    pub context: Context,
+    /// The session table.
+    pub sessions: Arc<SessionTable>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Opens the database and applies the core's and the enabled modules' migrations.
+pub fn open_database(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::open(&config.storage.url, config.storage.pool_size)
+        .with_context(|| format!("cannot open storage {}", redact(&config.storage.url)))?;
+    let mut sets: Vec<(&'static str, &'static Migrations)> = vec![("core", &CORE_MIGRATIONS)];
+    for name in &config.modules.enabled {
+        if let Some(migrations) = crate::modules::find(name).and_then(|m| m.migrations.map(|x| (m.name, x))) {
+            sets.push(migrations);
+        }
+    }
+    let applied = db.run_migrations(&sets).context("database migration failed")?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(db)
+}
+
+/// Hides a password in a database URL for logs and messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Starts the enabled modules, in the order the config lists them.
+pub fn start_modules(config: &Config) -> anyhow::Result<Registry> {
+    let mut registry = Registry::default();
+    for name in &config.modules.enabled {
+        let Some(module) = crate::modules::find(name) else {
+            bail!("[modules] enabled: unknown module {name:?}; available: {}", crate::modules::names().join(", "));
+        };
+        registry.start_module(module, config.modules.settings.get(name))?;
+    }
+    Ok(registry)
+}
+
+impl Server {
+    /// Starts everything and binds the listeners (port 0 picks a free port).
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let config = Arc::new(config);
+        let certs = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                CertStore::load(&config.tls.cert_dir, &config.server.hosts, config.tls.generate_self_signed)
+            })
+            .await??
+        };
+        let certs = Arc::new(certs);
+        let db = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || open_database(&config)).await??
+        };
+        let registry = Arc::new(start_modules(&config)?);
+        let sessions = Arc::new(SessionTable::default());
+        let router = Arc::new(StanzaRouter::new(sessions.clone(), registry.clone(), config.clone()));
+        let context = Context::new(ContextParts {
+            router: router.clone(),
+            sessions: sessions.clone(),
+            db: db.clone(),
+            server: ServerInfo {
+                software: "Starling",
+                version: env!("CARGO_PKG_VERSION"),
+                hosts: config.server.hosts.clone(),
+                started_at: SystemTime::now(),
+            },
+            registry,
+        });
+        router.set_context(context.clone());
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let shared = Arc::new(C2sShared {
+            config: config.clone(),
+            tls_starttls: certs.server_config(&[]),
+            tls_direct: certs.server_config(&[ALPN_XMPP_CLIENT]),
+            certs,
+            db,
+            sessions: sessions.clone(),
+            router,
+            throttle: AuthThrottle::new(
+                config.limits.auth_failures,
+                Duration::from_secs(config.limits.auth_failure_window),
+            ),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        });
+
+        let mut c2s_addrs = Vec::new();
+        let mut c2s_direct_tls_addrs = Vec::new();
+        let listeners = config.listen.c2s.iter().map(|a| (*a, ListenerKind::StartTls));
+        let direct = config.listen.c2s_direct_tls.iter().map(|a| (*a, ListenerKind::DirectTls));
+        for (addr, kind) in listeners.chain(direct) {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(addr = %local, ?kind, "listening for clients");
+            match kind {
+                ListenerKind::StartTls => c2s_addrs.push(local),
+                ListenerKind::DirectTls => c2s_direct_tls_addrs.push(local),
+            }
+            tasks.spawn(c2s::serve(listener, kind, shared.clone()));
+        }
+        tracing::info!(hosts = ?config.server.hosts, "Starling {} started", env!("CARGO_PKG_VERSION"));
+        Ok(Server { c2s_addrs, c2s_direct_tls_addrs, context, sessions, shutdown, tasks })
+    }
+
+    /// Closes every stream with `system-shutdown` and waits (at most 10 s) for the
+    /// connection tasks to finish.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await.is_err() {
+            tracing::warn!("some connections did not close in time");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(redact("postgres://user:secret@db/x"), "postgres://user:***@db/x");
+        assert_eq!(redact("postgres://user@db/x"), "postgres://user@db/x");
+        assert_eq!(redact("sqlite://data/x.sqlite"), "sqlite://data/x.sqlite");
+    }
+}

@@ -1,0 +1,230 @@
+//! The session table: which client sessions are bound, under which full JID, and how
+//! to reach each one (ejabberd's `ejabberd_sm`, Prosody's `full_sessions`).
+//!
+//! Each session owns a bounded queue of stanzas waiting to be written to its socket.
+//! The router never waits on it: when a queue is full the session is too slow and is
+//! closed with `policy-violation` (design.md: one slow reader never blocks the router).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use jid::{BareJid, FullJid};
+use starling_api::Stanza;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::ResourceConflict;
+
+/// Why the server ends a session from outside its own task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Another session bound the same resource (RFC 6120 §7.7.2.2): `conflict`.
+    Replaced,
+    /// The session's outbound queue overflowed: `policy-violation`.
+    TooSlow,
+}
+
+/// A bound session as the rest of the server sees it.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// The bound full JID.
+    pub jid: FullJid,
+    /// Unique per process, so a stale handle can't remove a newer session.
+    pub id: u64,
+    queue: mpsc::Sender<Stanza>,
+    close: Mutex<Option<oneshot::Sender<CloseReason>>>,
+    available: AtomicBool,
+    priority: AtomicI8,
+}
+
+/// The receiving side a session task keeps.
+pub struct SessionReceiver {
+    /// Stanzas to write to the client.
+    pub queue: mpsc::Receiver<Stanza>,
+    /// Fires when the server closes the session from outside.
+    pub close: oneshot::Receiver<CloseReason>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl SessionHandle {
+    /// A handle and its receiving side, with a queue of `capacity` stanzas.
+    pub fn new(jid: FullJid, capacity: usize) -> (Arc<SessionHandle>, SessionReceiver) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let (close_tx, close_rx) = oneshot::channel();
+        let handle = SessionHandle {
+            jid,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            queue: tx,
+            close: Mutex::new(Some(close_tx)),
+            available: AtomicBool::new(false),
+            priority: AtomicI8::new(0),
+        };
+        (Arc::new(handle), SessionReceiver { queue: rx, close: close_rx })
+    }
+
+    /// Queues a stanza for the client. A full queue closes the session as too slow.
+    pub fn deliver(&self, stanza: Stanza) {
+        match self.queue.try_send(stanza) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
+                self.close(CloseReason::TooSlow);
+            }
+            // The session task has ended; its removal from the table is in progress.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Asks the session task to end with `reason`. Only the first request counts.
+    pub fn close(&self, reason: CloseReason) {
+        let sender = self.close.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(sender) = sender {
+            let _ = sender.send(reason);
+        }
+    }
+
+    /// Records the session's presence (RFC 6121 §4.7.2.3 priority, -128..127).
+    pub fn set_presence(&self, available: bool, priority: i8) {
+        self.priority.store(priority, Ordering::Relaxed);
+        self.available.store(available, Ordering::Relaxed);
+    }
+
+    /// Whether the client has sent available presence and not gone unavailable since.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// The priority of the client's last available presence.
+    pub fn priority(&self) -> i8 {
+        self.priority.load(Ordering::Relaxed)
+    }
+}
+
+/// Result of binding a resource.
+#[derive(Debug)]
+pub enum BindOutcome {
+    /// Bound; `replaced` is a session that held the same resource and must be closed.
+    Bound {
+        /// The evicted session, if any.
+        replaced: Option<Arc<SessionHandle>>,
+    },
+    /// Refused under [`ResourceConflict::Refuse`].
+    Conflict,
+}
+
+/// All bound sessions, by bare JID.
+#[derive(Default)]
+pub struct SessionTable {
+    by_user: RwLock<HashMap<BareJid, Vec<Arc<SessionHandle>>>>,
+}
+
+impl SessionTable {
+    /// Binds `handle` under its full JID. `Random` conflicts are resolved by the caller
+    /// (it picks a fresh resource before calling), so they behave like `Refuse` here.
+    pub fn bind(&self, handle: Arc<SessionHandle>, policy: ResourceConflict) -> BindOutcome {
+        let mut table = self.by_user.write().unwrap_or_else(|e| e.into_inner());
+        let sessions = table.entry(handle.jid.to_bare()).or_default();
+        let existing = sessions.iter().position(|s| s.jid == handle.jid);
+        let replaced = match (existing, policy) {
+            (None, _) => None,
+            (Some(index), ResourceConflict::KickOld) => Some(sessions.swap_remove(index)),
+            (Some(_), ResourceConflict::Refuse | ResourceConflict::Random) => {
+                return BindOutcome::Conflict;
+            }
+        };
+        sessions.push(handle);
+        BindOutcome::Bound { replaced }
+    }
+
+    /// Whether `jid` is bound now.
+    pub fn is_bound(&self, jid: &FullJid) -> bool {
+        self.get(jid).is_some()
+    }
+
+    /// Removes the session `id` bound as `jid`; a newer session with the same JID stays.
+    pub fn unbind(&self, jid: &FullJid, id: u64) {
+        let mut table = self.by_user.write().unwrap_or_else(|e| e.into_inner());
+        let bare = jid.to_bare();
+        if let Some(sessions) = table.get_mut(&bare) {
+            sessions.retain(|s| s.id != id);
+            if sessions.is_empty() {
+                table.remove(&bare);
+            }
+        }
+    }
+
+    /// The session bound as `jid`.
+    pub fn get(&self, jid: &FullJid) -> Option<Arc<SessionHandle>> {
+        let table = self.by_user.read().unwrap_or_else(|e| e.into_inner());
+        table.get(&jid.to_bare())?.iter().find(|s| s.jid == *jid).cloned()
+    }
+
+    /// All sessions of `user`.
+    pub fn sessions_of(&self, user: &BareJid) -> Vec<Arc<SessionHandle>> {
+        let table = self.by_user.read().unwrap_or_else(|e| e.into_inner());
+        table.get(user).cloned().unwrap_or_default()
+    }
+
+    /// Every session, for shutdown and admin listings.
+    pub fn all(&self) -> Vec<Arc<SessionHandle>> {
+        let table = self.by_user.read().unwrap_or_else(|e| e.into_inner());
+        table.values().flatten().cloned().collect()
+    }
+}
+
+impl starling_api::Sessions for SessionTable {
+    fn available_resources(&self, user: &BareJid) -> Vec<FullJid> {
+        self.sessions_of(user).iter().filter(|s| s.is_available()).map(|s| s.jid.clone()).collect()
+    }
+
+    fn resources(&self, user: &BareJid) -> Vec<FullJid> {
+        self.sessions_of(user).iter().map(|s| s.jid.clone()).collect()
+    }
+
+    fn count(&self) -> usize {
+        let table = self.by_user.read().unwrap_or_else(|e| e.into_inner());
+        table.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jid(s: &str) -> FullJid {
+        FullJid::new(s).expect("valid jid")
+    }
+
+    #[test]
+    fn kick_old_replaces_and_unbind_keeps_the_newer_session() {
+        let table = SessionTable::default();
+        let (old, _rx_old) = SessionHandle::new(jid("a@x/r"), 4);
+        let (new, _rx_new) = SessionHandle::new(jid("a@x/r"), 4);
+        assert!(matches!(table.bind(old.clone(), ResourceConflict::KickOld), BindOutcome::Bound { replaced: None }));
+        match table.bind(new.clone(), ResourceConflict::KickOld) {
+            BindOutcome::Bound { replaced: Some(r) } => assert_eq!(r.id, old.id),
+            other => panic!("unexpected {other:?}"),
+        }
+        table.unbind(&old.jid, old.id);
+        assert_eq!(table.get(&jid("a@x/r")).map(|s| s.id), Some(new.id));
+    }
+
+    #[test]
+    fn refuse_policy_reports_conflict() {
+        let table = SessionTable::default();
+        let (a, _ra) = SessionHandle::new(jid("a@x/r"), 4);
+        let (b, _rb) = SessionHandle::new(jid("a@x/r"), 4);
+        table.bind(a, ResourceConflict::Refuse);
+        assert!(matches!(table.bind(b, ResourceConflict::Refuse), BindOutcome::Conflict));
+    }
+
+    #[tokio::test]
+    async fn full_queue_closes_the_session() {
+        let (handle, mut rx) = SessionHandle::new(jid("a@x/r"), 1);
+        handle.deliver(Stanza::new("message", "jabber:client"));
+        handle.deliver(Stanza::new("message", "jabber:client"));
+        assert_eq!((&mut rx.close).await.ok(), Some(CloseReason::TooSlow));
+        assert!(rx.queue.recv().await.is_some());
+    }
+}

@@ -1,0 +1,13 @@
+//! The core's tables (accounts) and its migrations; the pool itself is
+//! `starling_api::Db`, shared with the modules.
+
+pub mod accounts;
+pub mod schema;
+pub mod test_db;
+
+use diesel_migrations::embed_migrations;
+use starling_api::Migrations;
+
+/// The core's migrations (`migrations/` at the repository root).
+pub static CORE_MIGRATIONS: Migrations =
+    Migrations { sqlite: embed_migrations!("migrations/sqlite"), postgres: embed_migrations!("migrations/postgres") };

@@ -1,0 +1,26 @@
+//! Diesel table definitions for the core's tables.
+
+diesel::table! {
+    /// One row per account: `host` is the domain, `username` the normalised localpart.
+    accounts (host, username) {
+        host -> Text,
+        username -> Text,
+        created_at -> BigInt,
+        disabled -> SmallInt,
+    }
+}
+
+diesel::table! {
+    /// SCRAM keys per account and mechanism (RFC 5802 §3); binary values are base64.
+    account_credentials (host, username, mechanism) {
+        host -> Text,
+        username -> Text,
+        mechanism -> Text,
+        salt -> Text,
+        iterations -> Integer,
+        stored_key -> Text,
+        server_key -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(accounts, account_credentials);

@@ -1,0 +1,149 @@
+//! The `starling` binary as an admin uses it: check-config, migrate, user add/passwd/
+//! list/del, and `serve` as a child process that a client logs in to and that shuts
+//! down cleanly on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_starling");
+
+fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("starling.toml");
+    let text = format!(
+        r#"[server]
+hosts = ["localhost"]
+[listen]
+c2s = ["127.0.0.1:0"]
+c2s_direct_tls = []
+[tls]
+cert_dir = "{certs}"
+generate_self_signed = true
+[storage]
+url = "sqlite://{db}"
+[log]
+level = "info"
+[modules]
+enabled = ["disco", "ping"]
+{extra}"#,
+        certs = dir.join("certs").display(),
+        db = dir.join("db.sqlite").display(),
+    );
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+fn starling(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("stdin written");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("binary finishes")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let good = write_config(dir.path(), "");
+    let ok = starling(&good, &["check-config"], None);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let bad = write_config(dir.path(), "[limits]\nmax_stanza_bites = 3\n");
+    let failed = starling(&bad, &["check-config"], None);
+    assert_eq!(failed.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&failed.stderr);
+    assert!(message.contains("max_stanza_bites"), "{message}");
+    let unknown_module = write_config(dir.path(), "").to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&unknown_module).expect("read").replace("\"ping\"]", "\"pong\"]");
+    std::fs::write(&unknown_module, text).expect("write");
+    let failed = starling(Path::new(&unknown_module), &["check-config"], None);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("pong"));
+}
+
+#[test]
+fn user_commands_manage_accounts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), "");
+    assert!(starling(&config, &["migrate"], None).status.success());
+    let password_file = dir.path().join("pw");
+    std::fs::write(&password_file, "secret\n").expect("pw");
+    let added = starling(
+        &config,
+        &["user", "add", "Alice@LocalHost", "--password-file", password_file.to_str().expect("utf8")],
+        None,
+    );
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(stdout(&added).contains("alice@localhost"));
+    let again = starling(&config, &["user", "add", "alice@localhost"], Some("other\n"));
+    assert_eq!(again.status.code(), Some(1), "duplicate must fail");
+    assert!(starling(&config, &["user", "add", "bob@localhost"], Some("pw2\n")).status.success());
+    assert!(starling(&config, &["user", "add", "carol@elsewhere"], Some("pw\n")).status.code() == Some(1));
+    let listed = stdout(&starling(&config, &["user", "list"], None));
+    assert_eq!(listed, "alice@localhost\nbob@localhost\n");
+    assert!(starling(&config, &["user", "passwd", "bob@localhost"], Some("pw3\n")).status.success());
+    assert!(starling(&config, &["user", "del", "bob@localhost"], None).status.success());
+    assert_eq!(starling(&config, &["user", "del", "bob@localhost"], None).status.code(), Some(1));
+    assert_eq!(stdout(&starling(&config, &["user", "list"], None)), "alice@localhost\n");
+}
+
+#[test]
+fn doap_command_matches_the_committed_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), "");
+    let doap = stdout(&starling(&config, &["doap"], None));
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/doap.xml")).expect("doap.xml");
+    assert_eq!(doap, committed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_accepts_a_login_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), "");
+    assert!(starling(&config, &["user", "add", "alice@localhost"], Some("pw\n")).status.success());
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut log = String::new();
+    let addr = loop {
+        let line = lines.next().expect("server logs its address").expect("log line");
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("listening for clients") {
+            let start = line.find("addr=").expect("addr field") + 5;
+            let end = line[start..].find(' ').map_or(line.len(), |e| start + e);
+            break line[start..end].parse::<std::net::SocketAddr>().expect("address");
+        }
+    };
+    assert!(log.contains("self-signed") || dir.path().join("certs").exists(), "{log}");
+    let mut alice = Client::login(addr, "alice", "pw", Some("cli")).await;
+    alice.sync().await;
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    assert!(status.success());
+    assert_eq!(alice.conn.stream_error().await.as_deref(), Some("system-shutdown"));
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(exit.success(), "server exit status {exit:?}");
+}

@@ -1,0 +1,157 @@
+//! Test harness: a server started in-process on loopback with its own temporary
+//! directory, and a small XMPP client that speaks real XML over real TCP/TLS.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod scram;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use starling::config::Config;
+use starling::{Server, auth};
+
+pub use client::{Client, Conn};
+
+/// A server for one test.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+/// The host every test server serves.
+pub const HOST: &str = "localhost";
+
+impl TestServer {
+    /// Starts a server with the default test configuration.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed the test configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let server = Server::start(config.clone()).await.expect("server starts");
+        TestServer { server: Some(server), dir, config }
+    }
+
+    fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// The STARTTLS listener.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server().c2s_addrs[0]
+    }
+
+    /// The direct TLS listener.
+    pub fn tls_addr(&self) -> std::net::SocketAddr {
+        self.server().c2s_direct_tls_addrs[0]
+    }
+
+    /// Creates `user@localhost` with `password`.
+    pub async fn add_user(&self, user: &str, password: &str) {
+        let jid = auth::account_jid(&format!("{user}@{HOST}"), &self.config.server.hosts).expect("jid");
+        auth::create_account(self.server().context.db(), &jid, password).await.expect("account created");
+    }
+
+    /// Connects and logs in `user` (password "pw") with SCRAM-SHA-256 over STARTTLS,
+    /// binding `resource`.
+    pub async fn login(&self, user: &str, resource: &str) -> Client {
+        Client::login(self.addr(), user, "pw", Some(resource)).await
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// The configuration tests start from: loopback, port 0, a temporary SQLite file,
+/// a generated certificate, every module enabled.
+pub fn test_config(dir: &Path) -> Config {
+    let text = format!(
+        r#"
+[server]
+hosts = ["{HOST}"]
+[listen]
+c2s = ["127.0.0.1:0"]
+c2s_direct_tls = ["127.0.0.1:0"]
+[tls]
+cert_dir = "{certs}"
+generate_self_signed = true
+[storage]
+url = "sqlite://{db}"
+pool_size = 4
+[log]
+level = "warn"
+[modules]
+enabled = ["disco", "ping", "version", "time"]
+"#,
+        certs = dir.join("certs").display(),
+        db = dir.join("test.sqlite").display(),
+    );
+    Config::parse(&text, std::path::Path::new("test.toml")).expect("test config parses")
+}
+
+/// Logs at `warn` to the test output when `TEST_LOG` is set.
+pub fn init_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(std::env::var("TEST_LOG").unwrap_or_default()))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A rustls client config that accepts any certificate: these tests check the XMPP
+/// server, not certificate validation (the server's certificate is self-signed).
+pub fn insecure_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}

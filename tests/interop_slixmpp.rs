@@ -1,0 +1,53 @@
+//! A third-party client library drives the server: slixmpp (PyPI, installed by
+//! `.ci/run` from tests/interop/requirements.txt) logs in two accounts over STARTTLS
+//! with SCRAM, uses disco and ping, and exchanges messages.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{HOST, TestServer};
+
+/// Whether slixmpp can be imported; under CI its absence is a failure, not a skip.
+fn slixmpp_available() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import slixmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "slixmpp is not installed (pip install -r tests/interop/requirements.txt)"
+        );
+        eprintln!("skipping: slixmpp is not installed (pip install -r tests/interop/requirements.txt)");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slixmpp_clients_log_in_and_chat() {
+    if !slixmpp_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_chat.py");
+    let addr = server.addr();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new("python3")
+            .args([script, &addr.ip().to_string(), &addr.port().to_string(), HOST])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("slixmpp script finished in time")
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("ok: alice got bob's reply"), "{stdout}");
+}
