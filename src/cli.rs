@@ -68,6 +68,21 @@ pub enum UserCommand {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+    /// Create PREFIX<FIRST> … PREFIX<LAST>@HOST with one password, for load tests
+    /// (the keys are derived once, so these accounts share a salt).
+    AddRange {
+        /// Localpart prefix, e.g. `u`.
+        prefix: String,
+        /// First number.
+        first: u32,
+        /// Last number.
+        last: u32,
+        /// The host.
+        host: String,
+        /// Read the password from this file ("-" for standard input).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
     /// List the accounts of a host (all hosts when omitted).
     List {
         /// The host.
@@ -138,6 +153,13 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
             let password = read_password(password_file.as_deref())?;
             auth::set_password(&db, &jid, &password).await?;
             println!("password changed for {jid}");
+        }
+        Command::User(UserCommand::AddRange { prefix, first, last, host, password_file }) => {
+            let password = read_password(password_file.as_deref())?;
+            let probe = account_jid(&format!("{prefix}{first}@{host}"), hosts)?;
+            let created =
+                auth::create_account_range(&db, probe.domain().as_str(), prefix, *first..=*last, &password).await?;
+            println!("created {created} accounts");
         }
         Command::User(UserCommand::List { host }) => {
             let selected: Vec<String> = match host {

@@ -8,7 +8,7 @@
 //! |-----------------------------|-----------------------------------------------------------|-----------------------------------|--------------------------------|-----------------|
 //! | none                        | as to the sender's bare JID                               | as to the sender's bare JID       | module, scope `OwnAccount`     | dropped         |
 //! | host domain                 | `service-unavailable` (error, groupchat, headline dropped)| dropped                           | module, scope `Server`         | dropped         |
-//! | bare JID                    | chat/normal: highest non-negative priority resources, else `service-unavailable`; headline: all such resources, else dropped; groupchat: `service-unavailable`; error: dropped | every available resource | module, scope `OwnAccount` (own JID) or `Account` | dropped |
+//! | bare JID                    | chat/normal: highest non-negative priority resources, else the `MessageUndelivered` hook (offline storage), else `service-unavailable`; headline: all such resources, else dropped; groupchat: `service-unavailable`; error: dropped | the `PresenceToAccount` hook (subscriptions, probes), then every available resource | module, scope `OwnAccount` (own JID) or `Account` | dropped |
 //! | full JID, bound             | that session                                              | that session                      | that session                   | that session    |
 //! | full JID, not bound         | chat/normal: as bare JID; groupchat: `service-unavailable`; headline, error: dropped | dropped | `service-unavailable` | dropped |
 //!
@@ -19,11 +19,12 @@
 use std::sync::{Arc, OnceLock};
 
 use jid::{BareJid, Jid};
+use starling_api::hooks::{MessageUndelivered, PresenceToAccount};
 use starling_api::iq::IqRequest;
 use starling_api::module::IqRoute;
 use starling_api::reply::{error_reply, iq_result};
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
-use starling_api::{Context, IqKind, Registry, Scope, Stanza, stanza_error};
+use starling_api::{Context, Flow, IqKind, Registry, Scope, Stanza, stanza_error};
 
 use crate::config::Config;
 use crate::session::SessionTable;
@@ -108,13 +109,7 @@ impl StanzaRouter {
     fn to_bare(&self, kind: Kind, stanza: Stanza, to: BareJid, from: Option<Jid>) {
         match kind {
             Kind::Message => self.message_to_bare(stanza, &to),
-            Kind::Presence => {
-                for session in self.sessions.sessions_of(&to).iter().filter(|s| s.is_available()) {
-                    let mut copy = stanza.clone();
-                    copy.set_attr("to", Some(&session.jid.to_string()));
-                    session.deliver(copy);
-                }
-            }
+            Kind::Presence => self.presence_to_bare(stanza, to),
             Kind::Iq => {
                 let own = from.is_some_and(|f| f.to_bare() == to);
                 let host = to.domain().to_string();
@@ -124,6 +119,31 @@ impl StanzaRouter {
                     self.dispatch_iq(stanza, &[Scope::Account], &host, Some(to));
                 }
             }
+        }
+    }
+
+    /// Presence to an account: the roster module handles subscriptions and probes
+    /// through [`PresenceToAccount`]; what it leaves goes to every available resource.
+    fn presence_to_bare(&self, stanza: Stanza, to: BareJid) {
+        let mut event = PresenceToAccount { to, stanza };
+        if let Some(context) = self.context.get() {
+            if context.run_hook(&mut event) == Flow::Handled {
+                return;
+            }
+        }
+        let PresenceToAccount { to, stanza } = event;
+        if matches!(stanza.type_(), Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe")) {
+            return;
+        }
+        self.deliver_to_available(&stanza, &to);
+    }
+
+    /// Delivers a copy to each available resource of `to`, addressed to that resource.
+    pub fn deliver_to_available(&self, stanza: &Stanza, to: &BareJid) {
+        for session in self.sessions.sessions_of(to).iter().filter(|s| s.is_available()) {
+            let mut copy = stanza.clone();
+            copy.set_attr("to", Some(&session.jid.to_string()));
+            session.deliver(copy);
         }
     }
 
@@ -152,7 +172,13 @@ impl StanzaRouter {
                 last.deliver(stanza);
             }
             None if type_ == "headline" => {}
-            None => self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable),
+            None => {
+                let mut event = MessageUndelivered { to: to.clone(), stanza };
+                if self.context.get().is_some_and(|c| c.run_hook(&mut event) == Flow::Handled) {
+                    return;
+                }
+                self.bounce(&event.stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable)
+            }
         }
     }
 

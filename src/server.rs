@@ -109,6 +109,10 @@ impl Server {
                 started_at: SystemTime::now(),
             },
             registry,
+            module_enabled: {
+                let config = config.clone();
+                Arc::new(move |module: &str, host: &str| config.module_enabled_for(module, host))
+            },
         });
         router.set_context(context.clone());
 
@@ -122,6 +126,7 @@ impl Server {
             db,
             sessions: sessions.clone(),
             router,
+            context: context.clone(),
             throttle: AuthThrottle::new(
                 config.limits.auth_failures,
                 Duration::from_secs(config.limits.auth_failure_window),

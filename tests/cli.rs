@@ -96,12 +96,17 @@ fn user_commands_manage_accounts() {
     assert_eq!(again.status.code(), Some(1), "duplicate must fail");
     assert!(starling(&config, &["user", "add", "bob@localhost"], Some("pw2\n")).status.success());
     assert!(starling(&config, &["user", "add", "carol@elsewhere"], Some("pw\n")).status.code() == Some(1));
+    let range = starling(&config, &["user", "add-range", "u", "1", "3", "localhost"], Some("pw\n"));
+    assert_eq!(stdout(&range), "created 3 accounts\n");
     let listed = stdout(&starling(&config, &["user", "list"], None));
-    assert_eq!(listed, "alice@localhost\nbob@localhost\n");
+    assert_eq!(listed, "alice@localhost\nbob@localhost\nu1@localhost\nu2@localhost\nu3@localhost\n");
     assert!(starling(&config, &["user", "passwd", "bob@localhost"], Some("pw3\n")).status.success());
     assert!(starling(&config, &["user", "del", "bob@localhost"], None).status.success());
     assert_eq!(starling(&config, &["user", "del", "bob@localhost"], None).status.code(), Some(1));
-    assert_eq!(stdout(&starling(&config, &["user", "list"], None)), "alice@localhost\n");
+    assert_eq!(
+        stdout(&starling(&config, &["user", "list"], None)),
+        "alice@localhost\nu1@localhost\nu2@localhost\nu3@localhost\n"
+    );
 }
 
 #[test]

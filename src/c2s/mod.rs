@@ -44,6 +44,8 @@ pub struct C2sShared {
     pub sessions: Arc<SessionTable>,
     /// The router.
     pub router: Arc<StanzaRouter>,
+    /// The module context, for running hooks.
+    pub context: starling_api::Context,
     /// Failed-login accounting.
     pub throttle: AuthThrottle,
     /// Cancelled on shutdown.

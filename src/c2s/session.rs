@@ -10,13 +10,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use starling_api::Stanza;
+use jid::{BareJid, FullJid};
+use starling_api::hooks::{PresenceBroadcast, SessionEnded, SessionStarted, SubscriptionOut};
+use starling_api::{Flow, Stanza};
 use tokio::time::Instant;
 
 use super::C2sShared;
 use super::negotiate::{Bound, NS_CLIENT};
 use super::stream::ReadFailure;
-use crate::session::CloseReason;
+use crate::session::{CloseReason, SessionHandle};
 use crate::xml::{StreamEvent, write_stream_error};
 
 /// Bytes of queued stanzas written with one syscall at most.
@@ -41,6 +43,7 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
     let mut out = Vec::new();
     let idle = Duration::from_secs(shared.config.c2s.idle_timeout);
     let mut ping_sent: Option<Instant> = None;
+    shared.context.run_hook(&mut SessionStarted { jid: jid.clone() });
 
     let end = loop {
         let wake = match ping_sent {
@@ -51,7 +54,7 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
             event = stream.next_event() => match event {
                 Ok(StreamEvent::Stanza(stanza)) => {
                     ping_sent = None;
-                    if let Err(condition) = on_stanza(stanza, &jid_text, &handle, &mut directed, shared) {
+                    if let Err(condition) = on_stanza(stanza, &jid, &jid_text, &handle, &mut directed, shared) {
                         break End::Error(condition);
                     }
                 }
@@ -107,10 +110,12 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
     };
 
     shared.sessions.unbind(&jid, handle.id);
+    let was_available = handle.is_available();
     handle.set_presence(false, 0);
     for to in directed {
         shared.router.route(unavailable(&jid_text, &to));
     }
+    shared.context.run_hook(&mut SessionEnded { jid: jid.clone(), was_available });
     let closing = match end {
         End::Error(condition) => {
             tracing::debug!(condition, "closing stream with an error");
@@ -139,8 +144,9 @@ fn unavailable(from: &str, to: &str) -> Stanza {
 /// Stamps, inspects and routes one stanza from the client.
 fn on_stanza(
     mut stanza: Stanza,
-    jid: &str,
-    handle: &crate::session::SessionHandle,
+    jid: &FullJid,
+    jid_text: &str,
+    handle: &SessionHandle,
     directed: &mut BTreeSet<String>,
     shared: &C2sShared,
 ) -> Result<(), &'static str> {
@@ -148,22 +154,66 @@ fn on_stanza(
         return Err("unsupported-stanza-type");
     }
     // RFC 6120 §8.1.2.1: the server stamps `from`; whatever the client wrote is replaced.
-    stanza.set_attr("from", Some(jid));
+    stanza.set_attr("from", Some(jid_text));
     if is_legacy_session_request(&stanza) {
         handle.deliver(starling_api::reply::iq_result(&stanza, None));
         return Ok(());
     }
     if stanza.name() == "presence" {
-        let went_offline = track_presence(&stanza, handle, directed);
-        if went_offline {
-            // RFC 6121 §4.6.3: unavailable presence also reaches directed-presence recipients.
-            for to in std::mem::take(directed) {
-                shared.router.route(unavailable(jid, &to));
+        return on_presence(stanza, jid, jid_text, handle, directed, shared);
+    }
+    shared.router.route(stanza);
+    Ok(())
+}
+
+/// Presence from the client: broadcasts (no `to`) update the session and go to the
+/// presence hooks; subscription stanzas go to the roster's hook; directed presence is
+/// remembered so the recipient learns when the session ends (RFC 6121 §4.6).
+fn on_presence(
+    stanza: Stanza,
+    jid: &FullJid,
+    jid_text: &str,
+    handle: &SessionHandle,
+    directed: &mut BTreeSet<String>,
+    shared: &C2sShared,
+) -> Result<(), &'static str> {
+    let Some(to) = stanza.to().map(str::to_owned) else {
+        let was_available = handle.is_available();
+        match stanza.type_() {
+            None => handle.set_presence(true, priority(&stanza)),
+            Some("unavailable") => {
+                handle.set_presence(false, 0);
+                // RFC 6121 §4.6.3: unavailable presence also reaches directed recipients.
+                for to in std::mem::take(directed) {
+                    shared.router.route(unavailable(jid_text, &to));
+                }
             }
+            // Other types without `to` mean nothing (RFC 6121 §4.7.1).
+            _ => return Ok(()),
         }
-        if stanza.to().is_none() {
+        let initial = !was_available && handle.is_available();
+        shared.context.run_hook(&mut PresenceBroadcast { from: jid.clone(), stanza, initial });
+        return Ok(());
+    };
+    match stanza.type_() {
+        Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
+            let Ok(contact) = BareJid::new(&to) else {
+                shared.router.route(stanza);
+                return Ok(());
+            };
+            let mut event = SubscriptionOut { from: jid.clone(), to: contact, stanza };
+            if shared.context.run_hook(&mut event) == Flow::Continue {
+                shared.router.route(event.stanza);
+            }
             return Ok(());
         }
+        None => {
+            directed.insert(to);
+        }
+        Some("unavailable") => {
+            directed.remove(&to);
+        }
+        _ => {}
     }
     shared.router.route(stanza);
     Ok(())
@@ -178,26 +228,6 @@ fn is_legacy_session_request(stanza: &Stanza) -> bool {
             .child_elements()
             .next()
             .is_some_and(|c| c.name() == "session" && c.ns() == super::negotiate::NS_SESSION)
-}
-
-/// Keeps the session's availability, priority and directed-presence set current.
-/// True when the client just broadcast unavailable presence.
-fn track_presence(presence: &Stanza, handle: &crate::session::SessionHandle, directed: &mut BTreeSet<String>) -> bool {
-    match (presence.to(), presence.type_()) {
-        (None, None) => handle.set_presence(true, priority(presence)),
-        (None, Some("unavailable")) => {
-            handle.set_presence(false, 0);
-            return true;
-        }
-        (Some(to), None) => {
-            directed.insert(to.to_owned());
-        }
-        (Some(to), Some("unavailable")) => {
-            directed.remove(to);
-        }
-        _ => {}
-    }
-    false
 }
 
 /// RFC 6121 §4.7.2.3: an integer from -128 to 127, 0 when absent or invalid.

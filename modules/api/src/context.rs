@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use jid::{BareJid, FullJid};
 
+use crate::hooks::{Event, Flow};
 use crate::{Db, Registry, Stanza};
 
 /// Delivers stanzas the server itself originates (replies, pushes, notifications).
@@ -53,6 +54,8 @@ pub struct ContextParts {
     pub server: ServerInfo,
     /// What the modules registered.
     pub registry: Arc<Registry>,
+    /// Whether the module (by name) runs for the host (`[hosts."x"] modules_disabled`).
+    pub module_enabled: Arc<dyn Fn(&str, &str) -> bool + Send + Sync>,
 }
 
 /// The handle every handler receives. Cheap to clone.
@@ -90,6 +93,19 @@ impl Context {
     /// Whether `domain` is one of this server's virtual hosts.
     pub fn is_local_host(&self, domain: &str) -> bool {
         self.inner.server.hosts.iter().any(|h| h == domain)
+    }
+
+    /// Runs the hook chain for `event` (see [`crate::hooks`]).
+    pub fn run_hook<E: Event>(&self, event: &mut E) -> Flow {
+        let registry = &self.inner.registry;
+        registry.hooks().run(self, event, |module, host| {
+            registry.modules().get(module).is_some_and(|m| (self.inner.module_enabled)(m.name, host))
+        })
+    }
+
+    /// Whether `module` runs for `host`.
+    pub fn module_enabled(&self, module: &str, host: &str) -> bool {
+        (self.inner.module_enabled)(module, host)
     }
 
     /// What the modules registered (read-only; disco builds its answers from it).

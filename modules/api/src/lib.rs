@@ -12,6 +12,7 @@
 
 pub mod context;
 pub mod error;
+pub mod hooks;
 pub mod iq;
 pub mod module;
 pub mod reply;
@@ -20,6 +21,7 @@ pub mod storage;
 
 pub use context::{Context, ContextParts, Router, ServerInfo, Sessions};
 pub use error::{ModuleError, stanza_error};
+pub use hooks::{Event, Flow};
 pub use iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult};
 pub use module::{ModuleSpec, Registrar, Registry, Scope, Spec, SpecSupport, Support};
 pub use stanza::Stanza;

@@ -10,6 +10,7 @@ use std::future::Future;
 
 use serde::de::DeserializeOwned;
 
+use crate::hooks::{Event, Flow, Hooks};
 use crate::iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult, erase};
 use crate::{Context, Migrations, ModuleError};
 
@@ -109,6 +110,7 @@ pub struct Registry {
     iq: IqTable,
     features: Vec<(Scope, &'static str, usize)>,
     identities: Vec<(Scope, DiscoIdentity, usize)>,
+    hooks: Hooks,
 }
 
 impl Registry {
@@ -143,6 +145,11 @@ impl Registry {
     /// Disco identities registered for `scope`, with the owning module's index.
     pub fn identities(&self, scope: Scope) -> impl Iterator<Item = (&DiscoIdentity, usize)> + '_ {
         self.identities.iter().filter(move |(s, _, _)| *s == scope).map(|(_, i, m)| (i, *m))
+    }
+
+    /// The hook chains.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
     }
 
     /// Every (scope, feature, module name) triple, for checks and listings.
@@ -198,6 +205,15 @@ impl Registrar<'_> {
     /// Advertises a disco identity on entities of `scope`.
     pub fn disco_identity(&mut self, scope: Scope, identity: DiscoIdentity) {
         self.registry.identities.push((scope, identity, self.module));
+    }
+
+    /// Joins the chain of hook `E` (see [`crate::hooks`]); higher `priority` runs first.
+    pub fn hook<E, F>(&mut self, priority: i32, handler: F)
+    where
+        E: Event,
+        F: Fn(&Context, &mut E) -> Flow + Send + Sync + 'static,
+    {
+        self.registry.hooks.add(priority, self.module, std::sync::Arc::new(handler));
     }
 
     /// Handles `<iq type='get'/>` requests carrying payload `P` addressed to `scope`.

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Benchmarks Starling with the shared XMPP load generator (../shared/bench, see its
+# README): builds a release binary, starts it on 127.0.0.1:$PORT for bench.test with
+# accounts u1..u$USERS (password pw) on a fresh SQLite database, pinned to CPU 1, runs
+# `bench.sh external` with the given scenarios, and stops the server.
+#
+#   tests/bench/run.sh                       # every scenario of bench.sh
+#   SCENARIOS="connect" CONNECT_SIZES=1000 REPS=1 tests/bench/run.sh
+#   STARTTLS=1 SCENARIOS=connect-scram tests/bench/run.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BENCH=${BENCH_DIR:-$ROOT/../shared/bench}
+PORT=${PORT:-15422}
+USERS=${USERS:-10000}
+[[ -x $BENCH/bench.sh ]] || { echo "no load generator at $BENCH (set BENCH_DIR)" >&2; exit 2; }
+
+(cd "$ROOT" && cargo build --release --locked)
+BIN=$ROOT/target/release/starling
+WORK=$(mktemp -d /tmp/starling-bench-XXXXXX)
+trap 'kill "${PID:-}" 2>/dev/null || true; wait "${PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+cat > "$WORK/starling.toml" <<TOML
+[server]
+hosts = ["bench.test"]
+[listen]
+c2s = ["127.0.0.1:$PORT"]
+c2s_direct_tls = []
+[tls]
+cert_dir = "$WORK/certs"
+generate_self_signed = true
+[storage]
+url = "sqlite://$WORK/db.sqlite"
+[c2s]
+allow_plaintext_auth_on_loopback = true
+[limits]
+max_connections = 19000
+auth_failures = 1000000
+[log]
+level = "warn"
+[modules]
+enabled = ["disco", "ping", "version", "time"]
+TOML
+
+echo pw | "$BIN" --config "$WORK/starling.toml" user add-range u 1 "$USERS" bench.test
+ulimit -n "$(ulimit -Hn)"
+taskset -c "${SERVER_CPU:-1}" "$BIN" --config "$WORK/starling.toml" &
+PID=$!
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.1
+done
+HOST=127.0.0.1 PORT=$PORT DOMAIN=bench.test SERVER_PID=$PID "$BENCH/bench.sh" external
