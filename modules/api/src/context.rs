@@ -42,6 +42,9 @@ pub struct ServerInfo {
     pub started_at: SystemTime,
 }
 
+/// Answers whether a module (by name) runs for a host.
+pub type ModuleFilter = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 /// What the core hands to [`Context::new`].
 pub struct ContextParts {
     /// Stanza delivery.
@@ -55,7 +58,7 @@ pub struct ContextParts {
     /// What the modules registered.
     pub registry: Arc<Registry>,
     /// Whether the module (by name) runs for the host (`[hosts."x"] modules_disabled`).
-    pub module_enabled: Arc<dyn Fn(&str, &str) -> bool + Send + Sync>,
+    pub module_enabled: ModuleFilter,
 }
 
 /// The handle every handler receives. Cheap to clone.
