@@ -126,10 +126,8 @@ impl StanzaRouter {
     /// through [`PresenceToAccount`]; what it leaves goes to every available resource.
     fn presence_to_bare(&self, stanza: Stanza, to: BareJid) {
         let mut event = PresenceToAccount { to, stanza };
-        if let Some(context) = self.context.get() {
-            if context.run_hook(&mut event) == Flow::Handled {
-                return;
-            }
+        if self.context.get().is_some_and(|c| c.run_hook(&mut event) == Flow::Handled) {
+            return;
         }
         let PresenceToAccount { to, stanza } = event;
         if matches!(stanza.type_(), Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe")) {
