@@ -163,6 +163,12 @@ impl Negotiation<'_> {
                 out.extend_from_slice(
                     format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session>").as_bytes(),
                 );
+                let host = self.host.clone().unwrap_or_default();
+                for (feature, module) in self.shared.context.registry().stream_features() {
+                    if self.shared.context.module_enabled(module.name, &host) {
+                        out.extend_from_slice(feature.as_bytes());
+                    }
+                }
                 out.extend_from_slice(b"</stream:features>");
                 if stream.send(&out).await.is_err() {
                     return Err(Abort::silent(None));

@@ -91,7 +91,7 @@ pool_size = 4
 [log]
 level = "warn"
 [modules]
-enabled = ["disco", "ping", "version", "time"]
+enabled = ["disco", "roster", "ping", "version", "time"]
 "#,
         certs = dir.join("certs").display(),
         db = dir.join("test.sqlite").display(),

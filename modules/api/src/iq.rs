@@ -89,4 +89,5 @@ iq_payloads! {
     xmpp_parsers::time::TimeQuery => ns::TIME, "time";
     xmpp_parsers::disco::DiscoInfoQuery => ns::DISCO_INFO, "query";
     xmpp_parsers::disco::DiscoItemsQuery => ns::DISCO_ITEMS, "query";
+    xmpp_parsers::roster::Roster => ns::ROSTER, "query";
 }

@@ -110,6 +110,7 @@ pub struct Registry {
     iq: IqTable,
     features: Vec<(Scope, &'static str, usize)>,
     identities: Vec<(Scope, DiscoIdentity, usize)>,
+    stream_features: Vec<(&'static str, usize)>,
     hooks: Hooks,
 }
 
@@ -145,6 +146,11 @@ impl Registry {
     /// Disco identities registered for `scope`, with the owning module's index.
     pub fn identities(&self, scope: Scope) -> impl Iterator<Item = (&DiscoIdentity, usize)> + '_ {
         self.identities.iter().filter(move |(s, _, _)| *s == scope).map(|(_, i, m)| (i, *m))
+    }
+
+    /// Stream features offered to authenticated clients (XML), with the owning module.
+    pub fn stream_features(&self) -> impl Iterator<Item = (&'static str, &'static ModuleSpec)> + '_ {
+        self.stream_features.iter().map(|(xml, m)| (*xml, self.modules[*m]))
     }
 
     /// The hook chains.
@@ -205,6 +211,12 @@ impl Registrar<'_> {
     /// Advertises a disco identity on entities of `scope`.
     pub fn disco_identity(&mut self, scope: Scope, identity: DiscoIdentity) {
         self.registry.identities.push((scope, identity, self.module));
+    }
+
+    /// Offers a stream feature (an element, as XML) to clients after authentication,
+    /// e.g. `<ver xmlns='urn:xmpp:features:rosterver'/>`.
+    pub fn stream_feature(&mut self, xml: &'static str) {
+        self.registry.stream_features.push((xml, self.module));
     }
 
     /// Joins the chain of hook `E` (see [`crate::hooks`]); higher `priority` runs first.

@@ -1,0 +1,67 @@
+//! RFC 6121: the roster (§2, with XEP-0237 versioning), presence subscriptions (§3,
+//! including pre-approval §3.4) and presence broadcast and probes (§4).
+//!
+//! Items and subscription states live in `roster_items`; `subscription.rs` is the
+//! state machine, `store.rs` the queries. In memory the module keeps which resources
+//! asked for the roster (they get roster pushes, §2.1.6) and each available resource's
+//! last presence (answers to probes, presence for new subscribers).
+
+mod presence;
+mod roster;
+mod schema;
+mod store;
+pub mod subscription;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use starling_api::hooks::{PresenceBroadcast, PresenceToAccount, SessionEnded, SubscriptionOut};
+use starling_api::jid::FullJid;
+use starling_api::xmpp_parsers::roster::Roster;
+use starling_api::{Migrations, ModuleSpec, Registrar, Scope, Spec, SpecSupport, Stanza, Support};
+
+/// The module.
+pub static MODULE: ModuleSpec = ModuleSpec {
+    name: "roster",
+    summary: "RFC 6121 roster, presence subscriptions and presence broadcast",
+    specs: &[
+        SpecSupport { spec: Spec::Rfc(6121), version: "", status: Support::Complete, features: &[] },
+        SpecSupport { spec: Spec::Xep(237), version: "1.3", status: Support::Complete, features: &[] },
+    ],
+    migrations: Some(&MIGRATIONS),
+    start,
+};
+
+static MIGRATIONS: Migrations = Migrations {
+    sqlite: starling_api::diesel_migrations::embed_migrations!("migrations/sqlite"),
+    postgres: starling_api::diesel_migrations::embed_migrations!("migrations/postgres"),
+};
+
+/// What the module remembers between stanzas.
+#[derive(Default)]
+struct State {
+    /// Resources that requested the roster and so receive pushes (RFC 6121 §2.1.6).
+    interested: Mutex<HashSet<FullJid>>,
+    /// The last available presence of each available resource.
+    last_presence: Mutex<HashMap<FullJid, Stanza>>,
+}
+
+fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
+    reg.stream_feature("<ver xmlns='urn:xmpp:features:rosterver'/>");
+    reg.stream_feature("<sub xmlns='urn:xmpp:features:pre-approval'/>");
+    let state = Arc::new(State::default());
+    let s = state.clone();
+    reg.iq_get::<Roster, _, _>(Scope::OwnAccount, move |ctx, req| roster::get(ctx, req, s.clone()));
+    let s = state.clone();
+    reg.iq_set::<Roster, _, _>(Scope::OwnAccount, move |ctx, req| roster::set(ctx, req, s.clone()));
+
+    let s = state.clone();
+    reg.hook::<PresenceBroadcast, _>(0, move |ctx, event| presence::on_broadcast(ctx, event, &s));
+    let s = state.clone();
+    reg.hook::<SessionEnded, _>(0, move |ctx, event| presence::on_session_ended(ctx, event, &s));
+    let s = state.clone();
+    reg.hook::<SubscriptionOut, _>(0, move |ctx, event| presence::on_subscription_out(ctx, event, &s));
+    let s = state;
+    reg.hook::<PresenceToAccount, _>(0, move |ctx, event| presence::on_presence_to_account(ctx, event, &s));
+    Ok(())
+}
