@@ -47,9 +47,11 @@ async fn expect(client: &mut Client, pred: impl Fn(&Element) -> bool) -> Element
     }
 }
 
+type Matcher = Box<dyn Fn(&Element) -> bool>;
+
 /// Waits until each predicate has matched a stanza, in any order (the approval and the
 /// contact's presence travel different paths through the server).
-async fn expect_all(client: &mut Client, preds: Vec<Box<dyn Fn(&Element) -> bool>>) {
+async fn expect_all(client: &mut Client, preds: Vec<Matcher>) {
     let mut seen = vec![false; preds.len()];
     while seen.iter().any(|s| !s) {
         let stanza = client.recv().await;
