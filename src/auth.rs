@@ -45,7 +45,8 @@ pub enum AccountError {
 /// Parses and normalises an account JID (`Alice@LocalHost` → `alice@localhost`,
 /// RFC 7622) and checks that its domain is one of `hosts`.
 pub fn account_jid(jid: &str, hosts: &[String]) -> Result<BareJid, AccountError> {
-    let bare = BareJid::new(jid).map_err(|e| AccountError::InvalidJid(jid.to_owned(), e.to_string()))?;
+    let bare =
+        starling_api::parse_bare_jid(jid).map_err(|e| AccountError::InvalidJid(jid.to_owned(), e.to_string()))?;
     if bare.node().is_none() {
         return Err(AccountError::InvalidJid(jid.to_owned(), "no user part".into()));
     }

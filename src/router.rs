@@ -24,7 +24,7 @@ use starling_api::iq::IqRequest;
 use starling_api::module::IqRoute;
 use starling_api::reply::{error_reply, iq_result};
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
-use starling_api::{Context, Flow, IqKind, Registry, Scope, Stanza, stanza_error};
+use starling_api::{Context, Flow, IqKind, Registry, Scope, Stanza, parse_jid, stanza_error};
 
 use crate::config::Config;
 use crate::session::SessionTable;
@@ -74,9 +74,9 @@ impl StanzaRouter {
                 return;
             }
         };
-        let from = stanza.from().and_then(|f| Jid::new(f).ok());
+        let from = stanza.from().and_then(|f| parse_jid(f).ok());
         let to = match stanza.to() {
-            Some(to) => match Jid::new(to) {
+            Some(to) => match parse_jid(to) {
                 Ok(to) => to,
                 Err(_) => return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::JidMalformed),
             },
@@ -228,8 +228,8 @@ impl StanzaRouter {
         let Some(IqRoute { handler, .. }) = route else {
             return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
         };
-        let Some(from) = stanza.from().and_then(|f| Jid::new(f).ok()) else { return };
-        let to = match stanza.to().map(Jid::new) {
+        let Some(from) = stanza.from().and_then(|f| parse_jid(f).ok()) else { return };
+        let to = match stanza.to().map(parse_jid) {
             Some(Ok(to)) => to,
             _ => Jid::from(from.to_bare()),
         };

@@ -339,8 +339,9 @@ impl Negotiation<'_> {
                     step = server.step(&input);
                 }
                 Step::NeedCredentials { username, hash } => {
-                    let normalised =
-                        BareJid::new(&format!("{username}@{host}")).ok().and_then(|j| j.node().map(|n| n.to_string()));
+                    let normalised = starling_api::parse_bare_jid(&format!("{username}@{host}"))
+                        .ok()
+                        .and_then(|j| j.node().map(|n| n.to_string()));
                     account = normalised.clone().map(|u| format!("{u}@{host}"));
                     if account.as_deref().is_some_and(|a| self.shared.throttle.account_blocked(a)) {
                         send_or_abort(stream, &sasl_failure(SaslFailure::TemporaryAuthFailure)).await?;
@@ -364,11 +365,11 @@ impl Negotiation<'_> {
                     };
                 }
                 Step::Success { username, authzid, additional_data } => {
-                    let Some(jid) = BareJid::new(&format!("{username}@{host}")).ok() else {
+                    let Some(jid) = starling_api::parse_bare_jid(&format!("{username}@{host}")).ok() else {
                         send_or_abort(stream, &sasl_failure(SaslFailure::NotAuthorized)).await?;
                         return Ok(false);
                     };
-                    if authzid.as_deref().is_some_and(|a| BareJid::new(a).ok().as_ref() != Some(&jid)) {
+                    if authzid.as_deref().is_some_and(|a| starling_api::parse_bare_jid(a).ok().as_ref() != Some(&jid)) {
                         send_or_abort(stream, &sasl_failure(SaslFailure::InvalidAuthzid)).await?;
                         return Ok(false);
                     }

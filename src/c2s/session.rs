@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use jid::{BareJid, FullJid};
+use jid::FullJid;
 use starling_api::hooks::{PresenceBroadcast, SessionEnded, SessionStarted, SubscriptionOut};
 use starling_api::{Flow, Stanza};
 use tokio::time::Instant;
@@ -197,7 +197,7 @@ fn on_presence(
     };
     match stanza.type_() {
         Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
-            let Ok(contact) = BareJid::new(&to) else {
+            let Ok(contact) = starling_api::parse_bare_jid(&to) else {
                 shared.router.route(stanza);
                 return Ok(());
             };

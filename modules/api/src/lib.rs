@@ -10,6 +10,7 @@
 //! each: [`jid`], [`minidom`], [`xmpp_parsers`], [`diesel`] and [`tracing`].
 #![warn(missing_docs)]
 
+pub mod address;
 pub mod context;
 pub mod error;
 pub mod hooks;
@@ -19,6 +20,7 @@ pub mod reply;
 pub mod stanza;
 pub mod storage;
 
+pub use address::{parse_bare_jid, parse_jid};
 pub use context::{Context, ContextParts, Router, ServerInfo, Sessions};
 pub use error::{ModuleError, stanza_error};
 pub use hooks::{Event, Flow};

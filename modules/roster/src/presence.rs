@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use starling_api::hooks::{PresenceBroadcast, PresenceToAccount, SessionEnded, SubscriptionOut};
-use starling_api::jid::{BareJid, Jid};
+use starling_api::jid::BareJid;
 use starling_api::{Context, Flow, Stanza};
 
 use crate::State;
@@ -146,7 +146,7 @@ pub(crate) fn on_subscription_out(ctx: &Context, event: &mut SubscriptionOut, st
 /// Presence to one of our accounts: subscription stanzas and probes are ours.
 pub(crate) fn on_presence_to_account(ctx: &Context, event: &mut PresenceToAccount, state: &Arc<State>) -> Flow {
     let Some(type_) = event.stanza.type_() else { return Flow::Continue };
-    let Some(sender) = event.stanza.from().and_then(|f| Jid::new(f).ok()).map(|j| j.to_bare()) else {
+    let Some(sender) = event.stanza.from().and_then(|f| starling_api::parse_bare_jid(f).ok()) else {
         return Flow::Handled;
     };
     let (ctx, state, user, stanza) = (ctx.clone(), state.clone(), event.to.clone(), event.stanza.clone());
