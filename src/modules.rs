@@ -7,6 +7,7 @@ use starling_api::ModuleSpec;
 pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_disco::MODULE,
     &starling_mod_roster::MODULE,
+    &starling_mod_offline::MODULE,
     &starling_mod_ping::MODULE,
     &starling_mod_version::MODULE,
     &starling_mod_time::MODULE,

@@ -56,7 +56,10 @@ async fn chat_to_bare_jid_goes_to_the_highest_priority_resources() {
 
 #[tokio::test]
 async fn chat_to_an_account_without_available_resources_bounces() {
-    let server = server_with(&["alice", "bob"]).await;
+    // The router's own row: without the offline module such a message bounces.
+    let server = TestServer::start_with(|c| c.modules.enabled.retain(|m| m != "offline")).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
     let mut alice = server.login("alice", "a").await;
     alice.send("<message to='bob@localhost' type='chat' id='x1'><body>anyone?</body></message>").await;
     let bounce = alice.recv().await;

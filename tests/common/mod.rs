@@ -64,6 +64,15 @@ impl TestServer {
         Client::login(self.addr(), user, "pw", Some(resource)).await
     }
 
+    /// Stops the server and starts it again on the same database and certificates
+    /// (new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let mut config = self.config.clone();
+        config.listen = self.config.listen.clone();
+        self.server = Some(Server::start(config).await.expect("server restarts"));
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
@@ -91,7 +100,7 @@ pool_size = 4
 [log]
 level = "warn"
 [modules]
-enabled = ["disco", "roster", "ping", "version", "time"]
+enabled = ["disco", "roster", "offline", "ping", "version", "time"]
 "#,
         certs = dir.join("certs").display(),
         db = dir.join("test.sqlite").display(),

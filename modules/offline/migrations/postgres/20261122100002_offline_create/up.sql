@@ -1,0 +1,8 @@
+CREATE TABLE offline_messages (
+    id BIGSERIAL PRIMARY KEY,
+    host TEXT NOT NULL,
+    username TEXT NOT NULL,
+    stored_at BIGINT NOT NULL,
+    stanza TEXT NOT NULL
+);
+CREATE INDEX offline_messages_by_user ON offline_messages (host, username, id);
