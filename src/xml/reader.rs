@@ -456,6 +456,22 @@ impl StreamReader {
     }
 }
 
+/// XML 1.0 (5th ed.) §2.3 `Name` without colons (an NCName): what quick-xml does not
+/// check and the DOM parser downstream insists on.
+fn is_name(name: &str) -> bool {
+    fn start(c: char) -> bool {
+        matches!(c, 'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+            | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}'
+            | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
+            | '\u{10000}'..='\u{EFFFF}')
+    }
+    fn rest(c: char) -> bool {
+        start(c) || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+    }
+    let mut chars = name.chars();
+    chars.next().is_some_and(start) && chars.all(rest)
+}
+
 /// The name at the start of a tag's contents (up to whitespace, `/` or the end).
 fn tag_name(tag: &[u8]) -> &[u8] {
     let end = tag.iter().position(|b| b.is_ascii_whitespace() || *b == b'/').unwrap_or(tag.len());
@@ -619,7 +635,7 @@ fn open_element(
     let mut scope = Scope { default_ns, prefixes, ns: String::new() };
     let qname = start.name();
     let (prefix, local) = split_qname(qname.as_ref());
-    if local.is_empty() || local.contains(':') {
+    if !is_name(local) || prefix.is_some_and(|p| !is_name(p)) {
         return Err(malformed("bad element name"));
     }
     let resolve = |prefix: &str, scope: &Scope| -> Result<String, XmlError> {
@@ -849,6 +865,9 @@ mod tests {
             "<message>\u{1}</message>",
             "<message><p:x/></message>",
             "<message a=1/>",
+            "<message m@x='1'/>",
+            "<1message/>",
+            "<message><b@d/></message>",
             "text",
         ] {
             assert_eq!(error_of(&format!("{HEADER}{bad}")), "not-well-formed", "{bad}");
