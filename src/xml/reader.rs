@@ -617,6 +617,10 @@ fn open_element(
         }
         let attr = attr.map_err(|e| malformed(e.to_string()))?;
         let key = attr.key.as_ref();
+        let (key_prefix, key_local) = split_qname(key);
+        if !is_name(key_local) || key_prefix.is_some_and(|p| !is_name(p)) {
+            return Err(malformed("bad attribute name"));
+        }
         let value = attr
             .normalized_value(quick_xml::XmlVersion::Implicit1_0)
             .map_err(|e| malformed(e.to_string()))?
