@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jid::BareJid;
-use starling_api::{Db, StorageError};
+use starling_api::module::ForgetUser;
+use starling_api::{Db, ModuleSpec, StorageError};
 
 use crate::sasl::{ScramCredentials, ScramHash};
 use crate::storage::accounts::{self, StoredCredential};
@@ -131,10 +132,12 @@ pub async fn set_password(db: &Db, jid: &BareJid, password: &str) -> Result<(), 
     if changed { Ok(()) } else { Err(AccountError::NotFound(jid.to_string())) }
 }
 
-/// Deletes an account (its credentials go with it).
-pub async fn delete_account(db: &Db, jid: &BareJid) -> Result<(), AccountError> {
+/// Deletes an account with everything stored for it: its credentials and the rows of
+/// every module in `modules` (the enabled ones: their tables exist).
+pub async fn delete_account(db: &Db, jid: &BareJid, modules: &[&ModuleSpec]) -> Result<(), AccountError> {
     let (host, user) = split(jid);
-    let deleted = db.run(move |c| accounts::delete(c, &host, &user)).await?;
+    let forget: Vec<ForgetUser> = modules.iter().filter_map(|m| m.forget_user).collect();
+    let deleted = db.run(move |c| accounts::delete(c, &host, &user, &forget)).await?;
     if deleted { Ok(()) } else { Err(AccountError::NotFound(jid.to_string())) }
 }
 

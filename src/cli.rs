@@ -145,7 +145,8 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
         }
         Command::User(UserCommand::Del { jid }) => {
             let jid = account_jid(jid, hosts)?;
-            auth::delete_account(&db, &jid).await?;
+            let enabled: Vec<_> = config.modules.enabled.iter().filter_map(|name| crate::modules::find(name)).collect();
+            auth::delete_account(&db, &jid, &enabled).await?;
             println!("deleted {jid}");
         }
         Command::User(UserCommand::Passwd { jid, password_file }) => {

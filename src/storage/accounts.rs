@@ -5,6 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use diesel::prelude::*;
 use starling_api::DbConn;
+use starling_api::module::ForgetUser;
 
 use super::schema::{account_credentials, accounts};
 
@@ -181,9 +182,13 @@ pub fn set_disabled(conn: &mut DbConn, host: &str, username: &str, disabled: boo
     Ok(changed > 0)
 }
 
-/// Deletes an account and its credentials; `false` if it did not exist.
-pub fn delete(conn: &mut DbConn, host: &str, username: &str) -> QueryResult<bool> {
+/// Deletes an account, its credentials and, through `forget`, every module's rows for
+/// it, in one transaction; `false` if it did not exist.
+pub fn delete(conn: &mut DbConn, host: &str, username: &str, forget: &[ForgetUser]) -> QueryResult<bool> {
     conn.transaction(|conn| {
+        for forget_user in forget {
+            forget_user(conn, host, username)?;
+        }
         // Explicit, so the result does not depend on SQLite's foreign-key pragma.
         diesel::delete(
             account_credentials::table
@@ -254,8 +259,8 @@ mod tests {
                     let names: Vec<_> = list(c, "x.test")?.into_iter().map(|a| a.username).collect();
                     assert_eq!(names, ["alice", "bob", "ünïcødé"]);
                     assert_eq!(count(c, "x.test")?, 3);
-                    assert!(delete(c, "x.test", "alice")?);
-                    assert!(!delete(c, "x.test", "alice")?);
+                    assert!(delete(c, "x.test", "alice", &[])?);
+                    assert!(!delete(c, "x.test", "alice", &[])?);
                     let left: i64 = account_credentials::table.count().get_result(c)?;
                     assert_eq!(left, 0, "credentials deleted with the account");
                     assert!(exists(c, "y.test", "alice")?, "other host untouched");

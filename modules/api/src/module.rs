@@ -77,9 +77,16 @@ pub struct ModuleSpec {
     pub specs: &'static [SpecSupport],
     /// Its tables, if any; versions must be unique across the whole server.
     pub migrations: Option<&'static Migrations>,
+    /// Deletes everything the module stores for an account (`host`, `username`), run in
+    /// the same transaction that deletes the account, whoever deletes it (CLI, admin
+    /// command, in-band unregistration). Every module with per-user rows has one.
+    pub forget_user: Option<ForgetUser>,
     /// Registers the module's handlers; called once at start-up.
     pub start: fn(&mut Registrar<'_>) -> Result<(), ModuleError>,
 }
+
+/// See [`ModuleSpec::forget_user`].
+pub type ForgetUser = fn(&mut crate::DbConn, &str, &str) -> diesel::QueryResult<()>;
 
 /// A disco identity (XEP-0030 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]

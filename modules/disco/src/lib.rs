@@ -26,6 +26,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
         features: &[ns::DISCO_INFO, ns::DISCO_ITEMS],
     }],
     migrations: None,
+    forget_user: None,
     start,
 };
 

@@ -30,6 +30,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
         SpecSupport { spec: Spec::Xep(334), version: "0.3.0", status: Support::Partial, features: &[] },
     ],
     migrations: Some(&MIGRATIONS),
+    forget_user: Some(store::forget_user),
     start,
 };
 

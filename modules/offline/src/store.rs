@@ -67,3 +67,12 @@ pub fn delete_through(conn: &mut DbConn, host: &str, user: &str, last_id: i64) -
     )
     .execute(conn)
 }
+
+/// Deletes every stored message of the account.
+pub fn forget_user(conn: &mut DbConn, host: &str, user: &str) -> QueryResult<()> {
+    diesel::delete(
+        offline_messages::table.filter(offline_messages::host.eq(host)).filter(offline_messages::username.eq(user)),
+    )
+    .execute(conn)?;
+    Ok(())
+}

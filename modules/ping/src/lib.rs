@@ -10,6 +10,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
     summary: "XEP-0199 XMPP Ping: the server answers pings",
     specs: &[SpecSupport { spec: Spec::Xep(199), version: "2.0.1", status: Support::Complete, features: &[ns::PING] }],
     migrations: None,
+    forget_user: None,
     start,
 };
 

@@ -29,6 +29,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
         SpecSupport { spec: Spec::Xep(237), version: "1.3", status: Support::Complete, features: &[] },
     ],
     migrations: Some(&MIGRATIONS),
+    forget_user: Some(store::forget_user),
     start,
 };
 

@@ -211,3 +211,16 @@ pub enum Relation {
     /// They asked to subscribe, unanswered.
     PendingIn,
 }
+
+/// Deletes the account's roster; the contacts' items about it stay (they are theirs).
+pub fn forget_user(conn: &mut DbConn, host: &str, user: &str) -> QueryResult<()> {
+    diesel::delete(roster_groups::table.filter(roster_groups::host.eq(host)).filter(roster_groups::username.eq(user)))
+        .execute(conn)?;
+    diesel::delete(roster_items::table.filter(roster_items::host.eq(host)).filter(roster_items::username.eq(user)))
+        .execute(conn)?;
+    diesel::delete(
+        roster_versions::table.filter(roster_versions::host.eq(host)).filter(roster_versions::username.eq(user)),
+    )
+    .execute(conn)?;
+    Ok(())
+}

@@ -13,6 +13,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
     summary: "XEP-0202 Entity Time of the server",
     specs: &[SpecSupport { spec: Spec::Xep(202), version: "2.0", status: Support::Complete, features: &[ns::TIME] }],
     migrations: None,
+    forget_user: None,
     start,
 };
 

@@ -14,6 +14,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
     summary: "XEP-0092 Software Version of the server",
     specs: &[SpecSupport { spec: Spec::Xep(92), version: "1.1", status: Support::Complete, features: &[ns::VERSION] }],
     migrations: None,
+    forget_user: None,
     start,
 };
 
