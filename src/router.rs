@@ -19,7 +19,7 @@
 use std::sync::{Arc, OnceLock};
 
 use jid::{BareJid, Jid};
-use starling_api::hooks::{MessageUndelivered, PresenceToAccount};
+use starling_api::hooks::{MessageDelivered, MessageUndelivered, PresenceToAccount};
 use starling_api::iq::IqRequest;
 use starling_api::module::IqRoute;
 use starling_api::reply::{error_reply, iq_result};
@@ -167,6 +167,8 @@ impl StanzaRouter {
                 for session in rest {
                     session.deliver(stanza.clone());
                 }
+                let delivered_to = targets.iter().map(|s| s.jid.clone()).collect();
+                self.delivered(to, delivered_to, &stanza);
                 last.deliver(stanza);
             }
             None if type_ == "headline" => {}
@@ -183,6 +185,9 @@ impl StanzaRouter {
     fn to_full(&self, kind: Kind, stanza: Stanza, to: Jid) {
         let Ok(full) = to.clone().try_into_full() else { return };
         if let Some(session) = self.sessions.get(&full) {
+            if kind == Kind::Message {
+                self.delivered(&full.to_bare(), vec![full.clone()], &stanza);
+            }
             return session.deliver(stanza);
         }
         match kind {
@@ -198,6 +203,15 @@ impl StanzaRouter {
                     self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
                 }
             }
+        }
+    }
+
+    /// Fires [`MessageDelivered`] (cloning the stanza only when someone listens).
+    fn delivered(&self, to: &BareJid, delivered_to: Vec<jid::FullJid>, stanza: &Stanza) {
+        let Some(context) = self.context.get() else { return };
+        if context.registry().hooks().has::<MessageDelivered>() {
+            let mut event = MessageDelivered { to: to.clone(), delivered_to, stanza: stanza.clone() };
+            context.run_hook(&mut event);
         }
     }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jid::FullJid;
-use starling_api::hooks::{PresenceBroadcast, SessionEnded, SessionStarted, SubscriptionOut};
+use starling_api::hooks::{MessageSent, PresenceBroadcast, SessionEnded, SessionStarted, SubscriptionOut};
 use starling_api::{Flow, Stanza};
 use tokio::time::Instant;
 
@@ -161,6 +161,11 @@ fn on_stanza(
     }
     if stanza.name() == "presence" {
         return on_presence(stanza, jid, jid_text, handle, directed, shared);
+    }
+    if stanza.name() == "message" && shared.context.registry().hooks().has::<MessageSent>() {
+        let mut event = MessageSent { from: jid.clone(), stanza };
+        shared.context.run_hook(&mut event);
+        stanza = event.stanza;
     }
     shared.router.route(stanza);
     Ok(())

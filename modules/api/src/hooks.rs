@@ -142,6 +142,28 @@ pub struct MessageUndelivered {
     pub stanza: Stanza,
 }
 
+/// A client sent a message; `from` is stamped. Fired by c2s before routing; default:
+/// route it (handlers observe, e.g. carbons copy it to the sender's other resources).
+#[derive(Debug)]
+pub struct MessageSent {
+    /// The sending session.
+    pub from: FullJid,
+    /// The message.
+    pub stanza: Stanza,
+}
+
+/// A message was queued for sessions of a local account. Fired by the router after
+/// delivery; default: nothing.
+#[derive(Debug)]
+pub struct MessageDelivered {
+    /// The account.
+    pub to: BareJid,
+    /// The sessions that received it.
+    pub delivered_to: Vec<FullJid>,
+    /// The message.
+    pub stanza: Stanza,
+}
+
 macro_rules! host_of {
     ($($event:ty => |$e:ident| $host:expr;)*) => {$(
         impl Event for $event {
@@ -160,4 +182,6 @@ host_of! {
     SubscriptionOut => |e| e.from.domain().as_str();
     PresenceToAccount => |e| e.to.domain().as_str();
     MessageUndelivered => |e| e.to.domain().as_str();
+    MessageSent => |e| e.from.domain().as_str();
+    MessageDelivered => |e| e.to.domain().as_str();
 }

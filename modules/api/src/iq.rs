@@ -90,4 +90,6 @@ iq_payloads! {
     xmpp_parsers::disco::DiscoInfoQuery => ns::DISCO_INFO, "query";
     xmpp_parsers::disco::DiscoItemsQuery => ns::DISCO_ITEMS, "query";
     xmpp_parsers::roster::Roster => ns::ROSTER, "query";
+    xmpp_parsers::carbons::Enable => ns::CARBONS, "enable";
+    xmpp_parsers::carbons::Disable => ns::CARBONS, "disable";
 }
