@@ -148,6 +148,9 @@ pub struct StreamReader {
     failed: Option<XmlError>,
 }
 
+/// The namespace of `xmlns` declarations themselves, never bindable.
+const NS_XMLNS: &str = "http://www.w3.org/2000/xmlns/";
+
 /// Attributes allowed on one element.
 const MAX_ATTRIBUTES: usize = 256;
 
@@ -627,9 +630,13 @@ fn open_element(
             .map_err(|e| malformed(e.to_string()))?
             .into_owned();
         if key == "xmlns" {
+            // Namespaces in XML §3: these two may not be the default namespace.
+            if value == NS_XML || value == NS_XMLNS {
+                return Err(malformed("reserved namespace as default"));
+            }
             default_ns = value;
         } else if let Some(prefix) = key.strip_prefix("xmlns:") {
-            if value.is_empty() || prefix == "xmlns" || (prefix == "xml") != (value == NS_XML) {
+            if value.is_empty() || prefix == "xmlns" || (prefix == "xml") != (value == NS_XML) || value == NS_XMLNS {
                 return Err(malformed("bad namespace declaration"));
             }
             prefixes.push((prefix.to_owned(), value));
@@ -875,6 +882,8 @@ mod tests {
             "<message><b@d/></message>",
             "<messa\u{FEFF}ge/>",
             "<m\u{FEF7}/>",
+            "<message xmlns='http://www.w3.org/XML/1998/namespace'/>",
+            "<message xmlns:p='http://www.w3.org/2000/xmlns/'/>",
             "text",
         ] {
             assert_eq!(error_of(&format!("{HEADER}{bad}")), "not-well-formed", "{bad}");

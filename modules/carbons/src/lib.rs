@@ -59,13 +59,13 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     let enabled = Arc::new(Enabled::default());
     let e = enabled.clone();
     reg.iq_set::<Enable, _, _>(Scope::OwnAccount, move |_ctx: Context, req: IqRequest<Enable>| {
-        let result = set_state(&e, &req.from, true);
-        async move { result }
+        set_state(&e, &req.from, true);
+        async { IqResult::Ok(None) }
     });
     let e = enabled.clone();
     reg.iq_set::<Disable, _, _>(Scope::OwnAccount, move |_ctx: Context, req: IqRequest<Disable>| {
-        let result = set_state(&e, &req.from, false);
-        async move { result }
+        set_state(&e, &req.from, false);
+        async { IqResult::Ok(None) }
     });
     let e = enabled.clone();
     reg.hook::<SessionEnded, _>(0, move |_, event| {
@@ -94,11 +94,10 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     Ok(())
 }
 
-fn set_state(enabled: &Enabled, from: &starling_api::jid::Jid, on: bool) -> IqResult {
+fn set_state(enabled: &Enabled, from: &starling_api::jid::Jid, on: bool) {
     if let Ok(full) = from.clone().try_into_full() {
         enabled.set(full, on);
     }
-    Ok(None)
 }
 
 /// XEP-0280 §6 eligibility, with the §7 and XEP-0334 opt-outs.
