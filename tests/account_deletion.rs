@@ -25,12 +25,15 @@ async fn deleting_an_account_leaves_no_rows() {
     server.add_user("bob", "pw").await;
     let mut bob = server.login("bob", "b").await;
     bob.send("<iq type='set' id='r'><query xmlns='jabber:iq:roster'><item jid='alice@localhost'/></query></iq>").await;
+    bob.send("<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>Bob</FN></vCard></iq>").await;
     bob.sync().await;
     drop(bob);
     let mut alice = server.login("alice", "a").await;
     alice.send("<message to='bob@localhost' type='chat'><body>for later</body></message>").await;
     alice.sync().await;
-    for table in ["accounts", "account_credentials", "roster_items", "roster_versions", "offline_messages"] {
+    for table in
+        ["accounts", "account_credentials", "roster_items", "roster_versions", "offline_messages", "vcard_store"]
+    {
         assert!(rows_of(&server, table, "bob").await > 0, "{table} has bob's rows before");
     }
 

@@ -1,0 +1,1 @@
+DROP TABLE vcard_store;
