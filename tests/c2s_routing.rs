@@ -44,20 +44,14 @@ async fn chat_to_bare_jid_goes_to_the_highest_priority_resources() {
     bob_phone.sync().await;
     bob_desk.sync().await;
     alice.send("<message to='bob@localhost' type='chat'><body>to desk</body></message>").await;
-    let got = bob_desk.recv().await;
+    let got = bob_desk.recv_message().await;
     assert_eq!(got.get_child("body", "jabber:client").map(|b| b.text()).as_deref(), Some("to desk"));
     assert!(bob_phone.sync().await.iter().all(|s| s.name() != "message"), "lower priority resource got it");
 
     // Headline messages go to every non-negative resource (RFC 6121 §8.5.2.1.1).
     alice.send("<message to='bob@localhost' type='headline'><body>news</body></message>").await;
     for client in [&mut bob_desk, &mut bob_phone] {
-        let message = loop {
-            let stanza = client.recv().await;
-            if stanza.name() == "message" {
-                break stanza;
-            }
-        };
-        assert_eq!(message.attr("type"), Some("headline"));
+        assert_eq!(client.recv_message().await.attr("type"), Some("headline"));
     }
 }
 
@@ -84,7 +78,7 @@ async fn message_to_unbound_full_jid_falls_back_to_bare_jid() {
     bob.presence(0).await;
     bob.sync().await;
     alice.send("<message to='bob@localhost/gone' type='chat'><body>fallback</body></message>").await;
-    let got = bob.recv().await;
+    let got = bob.recv_message().await;
     assert_eq!(got.attr("to"), Some("bob@localhost/gone"));
     // An IQ to an unbound full JID is service-unavailable (RFC 6121 §8.5.3.2.3).
     let (reply, _) =

@@ -22,12 +22,7 @@ fn body(stanza: &Element) -> Option<String> {
 }
 
 async fn next_message(client: &mut Client) -> Element {
-    loop {
-        let stanza = client.recv().await;
-        if stanza.name() == "message" {
-            return stanza;
-        }
-    }
+    client.recv_message().await
 }
 
 #[tokio::test]

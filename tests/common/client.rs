@@ -316,6 +316,17 @@ impl Client {
         self.conn.recv().await
     }
 
+    /// The next `<message/>`, skipping presence and IQs that arrive meanwhile (presence
+    /// broadcasts travel on their own task and may interleave).
+    pub async fn recv_message(&mut self) -> Element {
+        loop {
+            let stanza = self.recv().await;
+            if stanza.name() == "message" {
+                return stanza;
+            }
+        }
+    }
+
     /// Sends `<presence/>` (available, priority as given).
     pub async fn presence(&mut self, priority: i8) {
         self.send(&format!("<presence><priority>{priority}</priority></presence>")).await;
