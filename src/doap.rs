@@ -11,6 +11,7 @@ const CORE_SPECS: &[(Spec, &str, &str, &str)] = &[
     (Spec::Rfc(6120), "", "complete", "core"),
     (Spec::Rfc(7622), "", "complete", "core"),
     (Spec::Xep(368), "1.1.0", "complete", "core"),
+    (Spec::Xep(352), "1.0.0", "complete", "core"),
     (Spec::Xep(440), "0.4.0", "complete", "core"),
 ];
 

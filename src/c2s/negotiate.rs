@@ -161,7 +161,8 @@ impl Negotiation<'_> {
             if self.user.is_some() {
                 out.extend_from_slice(b"<stream:features>");
                 out.extend_from_slice(
-                    format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session>").as_bytes(),
+                    format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session><csi xmlns='urn:xmpp:csi:0'/>")
+                        .as_bytes(),
                 );
                 let host = self.host.clone().unwrap_or_default();
                 for (feature, module) in self.shared.context.registry().stream_features() {

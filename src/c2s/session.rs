@@ -21,6 +21,62 @@ use super::stream::ReadFailure;
 use crate::session::{CloseReason, SessionHandle};
 use crate::xml::{StreamEvent, write_stream_error};
 
+/// XEP-0352 Client State Indication.
+const NS_CSI: &str = "urn:xmpp:csi:0";
+/// Stanzas held for an inactive client before they are sent anyway.
+const CSI_MAX_HELD: usize = 256;
+
+/// What an inactive client (XEP-0352) is spared: presence updates and messages without
+/// content (chat states, receipts, markers) wait until it is active again or until
+/// something important comes, which takes the held stanzas along, in order.
+#[derive(Default)]
+struct Csi {
+    inactive: bool,
+    held: Vec<Stanza>,
+}
+
+impl Csi {
+    /// Appends `stanza` to `out` now, or holds it.
+    fn write(&mut self, stanza: Stanza, out: &mut Vec<u8>) {
+        if self.inactive && !important(&stanza) && self.held.len() < CSI_MAX_HELD {
+            if stanza.name() == "presence" {
+                // Only the latest presence of each contact matters.
+                self.held.retain(|h| h.name() != "presence" || h.from() != stanza.from());
+            }
+            self.held.push(stanza);
+            return;
+        }
+        self.flush(out);
+        stanza.write_to(out, NS_CLIENT);
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        for held in self.held.drain(..) {
+            held.write_to(out, NS_CLIENT);
+        }
+    }
+}
+
+/// Whether a stanza must reach an inactive client at once: IQs, subscription requests,
+/// errors, and messages with content (a body, a subject, encrypted payloads…).
+fn important(stanza: &Stanza) -> bool {
+    match stanza.name() {
+        "presence" => {
+            matches!(stanza.type_(), Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "error"))
+        }
+        "message" => {
+            const FILLER: [&str; 4] = [
+                "http://jabber.org/protocol/chatstates",
+                "urn:xmpp:receipts",
+                "urn:xmpp:chat-markers:0",
+                "urn:xmpp:hints",
+            ];
+            stanza.type_() == Some("error") || stanza.child_elements().any(|c| !FILLER.contains(&c.ns()))
+        }
+        _ => true,
+    }
+}
+
 /// Bytes of queued stanzas written with one syscall at most.
 const WRITE_BATCH: usize = 64 * 1024;
 /// A client that does not read for this long while we have data for it is gone.
@@ -43,6 +99,7 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
     let mut out = Vec::new();
     let idle = Duration::from_secs(shared.config.c2s.idle_timeout);
     let mut ping_sent: Option<Instant> = None;
+    let mut csi = Csi::default();
     shared.context.run_hook(&mut SessionStarted { jid: jid.clone() });
 
     let end = loop {
@@ -52,6 +109,21 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
         };
         tokio::select! {
             event = stream.next_event() => match event {
+                Ok(StreamEvent::Stanza(stanza)) if stanza.ns() == NS_CSI => {
+                    ping_sent = None;
+                    match stanza.name() {
+                        "inactive" => csi.inactive = true,
+                        "active" => {
+                            csi.inactive = false;
+                            out.clear();
+                            csi.flush(&mut out);
+                            if !out.is_empty() && stream.send(&out).await.is_err() {
+                                break End::Gone;
+                            }
+                        }
+                        _ => break End::Error("unsupported-stanza-type"),
+                    }
+                }
                 Ok(StreamEvent::Stanza(stanza)) => {
                     ping_sent = None;
                     if let Err(condition) = on_stanza(stanza, &jid, &jid_text, &handle, &mut directed, shared) {
@@ -65,12 +137,15 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
             },
             Some(first) = receiver.queue.recv() => {
                 out.clear();
-                first.write_to(&mut out, NS_CLIENT);
+                csi.write(first, &mut out);
                 while out.len() < WRITE_BATCH {
                     match receiver.queue.try_recv() {
-                        Ok(stanza) => stanza.write_to(&mut out, NS_CLIENT),
+                        Ok(stanza) => csi.write(stanza, &mut out),
                         Err(_) => break,
                     }
+                }
+                if out.is_empty() {
+                    continue;
                 }
                 let written = tokio::select! {
                     written = tokio::time::timeout(WRITE_TIMEOUT, stream.send(&out)) => matches!(written, Ok(Ok(()))),
