@@ -18,6 +18,8 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub dir: tempfile::TempDir,
     pub config: Config,
+    /// The PostgreSQL database when `STARLING_TEST_STORAGE=postgres` (dropped last).
+    _postgres: Option<starling::storage::test_db::TestDb>,
 }
 
 /// The host every test server serves.
@@ -33,9 +35,18 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
+        // `STARLING_TEST_STORAGE=postgres` runs the same tests on a fresh PostgreSQL
+        // database (.ci/run does, for the tests that touch storage).
+        let postgres = match std::env::var("STARLING_TEST_STORAGE").as_deref() {
+            Ok("postgres") => starling::storage::test_db::TestDb::postgres(),
+            _ => None,
+        };
+        if let Some(db) = &postgres {
+            config.storage.url = db.url.clone();
+        }
         adjust(&mut config);
         let server = Server::start(config.clone()).await.expect("server starts");
-        TestServer { server: Some(server), dir, config }
+        TestServer { server: Some(server), dir, config, _postgres: postgres }
     }
 
     fn server(&self) -> &Server {
