@@ -660,6 +660,11 @@ fn open_element(
         Some(prefix) => resolve(prefix, &scope)?,
         None => scope.default_ns.clone(),
     };
+    // Found by fuzzing: `<xml:x/>` is an element in the reserved XML namespace, which
+    // no serialisation can declare.
+    if scope.ns == NS_XML || scope.ns == NS_XMLNS {
+        return Err(malformed("element in a reserved namespace"));
+    }
     // Attributes: unprefixed ones have no namespace; xml:* stay; others get a local prefix.
     let mut canonical: Vec<(String, String)> = Vec::with_capacity(attrs.len());
     let mut declared: Vec<(String, String)> = Vec::new();
@@ -883,6 +888,7 @@ mod tests {
             "<messa\u{FEFF}ge/>",
             "<m\u{FEF7}/>",
             "<message xmlns='http://www.w3.org/XML/1998/namespace'/>",
+            "<xml:lang/>",
             "<message xmlns:p='http://www.w3.org/2000/xmlns/'/>",
             "text",
         ] {
