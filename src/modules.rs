@@ -10,6 +10,7 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_offline::MODULE,
     &starling_mod_carbons::MODULE,
     &starling_mod_vcard::MODULE,
+    &starling_mod_blocking::MODULE,
     &starling_mod_ping::MODULE,
     &starling_mod_version::MODULE,
     &starling_mod_time::MODULE,

@@ -19,7 +19,7 @@
 use std::sync::{Arc, OnceLock};
 
 use jid::{BareJid, Jid};
-use starling_api::hooks::{MessageDelivered, MessageUndelivered, PresenceToAccount};
+use starling_api::hooks::{MessageDelivered, MessageUndelivered, PresenceToAccount, Routing};
 use starling_api::iq::IqRequest;
 use starling_api::module::IqRoute;
 use starling_api::reply::{error_reply, iq_result};
@@ -84,6 +84,16 @@ impl StanzaRouter {
                 Some(from) => Jid::from(from.to_bare()),
                 None => return,
             },
+        };
+        let stanza = match self.context.get() {
+            Some(context) if context.registry().hooks().has::<Routing>() => {
+                let mut event = Routing { from: from.clone(), to: to.clone(), stanza };
+                if context.run_hook(&mut event) == Flow::Handled {
+                    return;
+                }
+                event.stanza
+            }
+            _ => stanza,
         };
         if !self.is_local_host(to.domain().as_str()) {
             return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound);

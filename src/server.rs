@@ -115,6 +115,9 @@ impl Server {
             },
         });
         router.set_context(context.clone());
+        for (task, module) in context.registry().on_start() {
+            task(context.clone()).await.with_context(|| format!("module {} failed to start", module.name))?;
+        }
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();

@@ -26,6 +26,8 @@ async fn deleting_an_account_leaves_no_rows() {
     let mut bob = server.login("bob", "b").await;
     bob.send("<iq type='set' id='r'><query xmlns='jabber:iq:roster'><item jid='alice@localhost'/></query></iq>").await;
     bob.send("<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>Bob</FN></vCard></iq>").await;
+    bob.send("<iq type='set' id='bl'><block xmlns='urn:xmpp:blocking'><item jid='spam@example.net'/></block></iq>")
+        .await;
     bob.sync().await;
     drop(bob);
     let mut alice = server.login("alice", "a").await;

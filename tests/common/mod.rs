@@ -111,7 +111,7 @@ pool_size = 4
 [log]
 level = "warn"
 [modules]
-enabled = ["disco", "roster", "offline", "carbons", "vcard", "ping", "version", "time"]
+enabled = ["disco", "roster", "offline", "carbons", "vcard", "blocking", "ping", "version", "time"]
 "#,
         certs = dir.join("certs").display(),
         db = dir.join("test.sqlite").display(),

@@ -142,6 +142,19 @@ pub struct MessageUndelivered {
     pub stanza: Stanza,
 }
 
+/// Any stanza about to be routed (from a client, a module or the server), after its
+/// addresses were parsed. Fired first thing by the router; `Flow::Handled` drops it
+/// (the handler sends any error itself). Default: route it.
+#[derive(Debug)]
+pub struct Routing {
+    /// The sender, when the stanza has one.
+    pub from: Option<jid::Jid>,
+    /// The addressee (the sender's bare JID when the stanza had no `to`).
+    pub to: jid::Jid,
+    /// The stanza.
+    pub stanza: Stanza,
+}
+
 /// A client sent a message; `from` is stamped. Fired by c2s before routing; default:
 /// route it (handlers observe, e.g. carbons copy it to the sender's other resources).
 #[derive(Debug)]
@@ -183,5 +196,6 @@ host_of! {
     PresenceToAccount => |e| e.to.domain().as_str();
     MessageUndelivered => |e| e.to.domain().as_str();
     MessageSent => |e| e.from.domain().as_str();
+    Routing => |e| e.to.domain().as_str();
     MessageDelivered => |e| e.to.domain().as_str();
 }

@@ -92,4 +92,7 @@ iq_payloads! {
     xmpp_parsers::roster::Roster => ns::ROSTER, "query";
     xmpp_parsers::carbons::Enable => ns::CARBONS, "enable";
     xmpp_parsers::carbons::Disable => ns::CARBONS, "disable";
+    xmpp_parsers::blocking::BlocklistRequest => ns::BLOCKING, "blocklist";
+    xmpp_parsers::blocking::Block => ns::BLOCKING, "block";
+    xmpp_parsers::blocking::Unblock => ns::BLOCKING, "unblock";
 }

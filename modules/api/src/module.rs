@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
@@ -118,8 +119,12 @@ pub struct Registry {
     features: Vec<(Scope, &'static str, usize)>,
     identities: Vec<(Scope, DiscoIdentity, usize)>,
     stream_features: Vec<(&'static str, usize)>,
+    on_start: Vec<(OnStart, usize)>,
     hooks: Hooks,
 }
+
+/// Work a module does once the server runs, before clients are accepted.
+pub type OnStart = Arc<dyn Fn(Context) -> crate::BoxFuture<'static, Result<(), ModuleError>> + Send + Sync>;
 
 impl Registry {
     /// Starts `module`, recording what it registers. `config` is its `[modules.<name>]`
@@ -158,6 +163,11 @@ impl Registry {
     /// Stream features offered to authenticated clients (XML), with the owning module.
     pub fn stream_features(&self) -> impl Iterator<Item = (&'static str, &'static ModuleSpec)> + '_ {
         self.stream_features.iter().map(|(xml, m)| (*xml, self.modules[*m]))
+    }
+
+    /// Start-up work, with the owning module.
+    pub fn on_start(&self) -> impl Iterator<Item = (&OnStart, &'static ModuleSpec)> + '_ {
+        self.on_start.iter().map(|(f, m)| (f, self.modules[*m]))
     }
 
     /// The hook chains.
@@ -224,6 +234,16 @@ impl Registrar<'_> {
     /// e.g. `<ver xmlns='urn:xmpp:features:rosterver'/>`.
     pub fn stream_feature(&mut self, xml: &'static str) {
         self.registry.stream_features.push((xml, self.module));
+    }
+
+    /// Runs `task` once the server runs, before it accepts clients (e.g. to load state
+    /// that synchronous hooks need). An error stops the server from starting.
+    pub fn on_start<F, Fut>(&mut self, task: F)
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ModuleError>> + Send + 'static,
+    {
+        self.registry.on_start.push((Arc::new(move |ctx| Box::pin(task(ctx))), self.module));
     }
 
     /// Joins the chain of hook `E` (see [`crate::hooks`]); higher `priority` runs first.
