@@ -629,6 +629,8 @@ fn open_element(
             .normalized_value(quick_xml::XmlVersion::Implicit1_0)
             .map_err(|e| malformed(e.to_string()))?
             .into_owned();
+        // Character references may smuggle in what the raw bytes could not (fuzzing).
+        check_chars(&value)?;
         if key == "xmlns" {
             // Namespaces in XML §3: these two may not be the default namespace.
             if value == NS_XML || value == NS_XMLNS {
@@ -889,6 +891,7 @@ mod tests {
             "<m\u{FEF7}/>",
             "<message xmlns='http://www.w3.org/XML/1998/namespace'/>",
             "<xml:lang/>",
+            "<message a='&#x13;'/>",
             "<message xmlns:p='http://www.w3.org/2000/xmlns/'/>",
             "text",
         ] {
