@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use jid::{BareJid, FullJid};
-use starling_api::Stanza;
+use starling_api::{Scope, Stanza, caps};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -165,6 +165,16 @@ impl Negotiation<'_> {
                         .as_bytes(),
                 );
                 let host = self.host.clone().unwrap_or_default();
+                // XEP-0115 §6.3: the server's capabilities, so clients can cache its disco.
+                let (identities, features) = caps::disco_info(&self.shared.context, &host, &[Scope::Server]);
+                out.extend_from_slice(
+                    format!(
+                        "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{}' ver='{}'/>",
+                        caps::CAPS_NODE,
+                        caps::ver(&identities, &features)
+                    )
+                    .as_bytes(),
+                );
                 for (feature, module) in self.shared.context.registry().stream_features() {
                     if self.shared.context.module_enabled(module.name, &host) {
                         out.extend_from_slice(feature.as_bytes());

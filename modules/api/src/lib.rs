@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod caps;
 pub mod context;
 pub mod error;
 pub mod hooks;

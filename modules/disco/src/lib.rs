@@ -5,26 +5,27 @@
 //! is `account/registered`. Features come from the registry, so a module that is not
 //! enabled is not advertised. A query on an unknown `node` is `item-not-found`.
 
-use std::collections::BTreeSet;
-
 use starling_api::module::DiscoIdentity;
 use starling_api::xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity};
 use starling_api::xmpp_parsers::ns;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{
-    Context, IqRequest, IqResult, ModuleSpec, Registrar, Scope, Spec, SpecSupport, Support, stanza_error,
+    Context, IqRequest, IqResult, ModuleSpec, Registrar, Scope, Spec, SpecSupport, Support, caps, stanza_error,
 };
 
 /// The module.
 pub static MODULE: ModuleSpec = ModuleSpec {
     name: "disco",
     summary: "XEP-0030 Service Discovery for the server and accounts",
-    specs: &[SpecSupport {
-        spec: Spec::Xep(30),
-        version: "2.5rc3",
-        status: Support::Complete,
-        features: &[ns::DISCO_INFO, ns::DISCO_ITEMS],
-    }],
+    specs: &[
+        SpecSupport {
+            spec: Spec::Xep(30),
+            version: "2.5rc3",
+            status: Support::Complete,
+            features: &[ns::DISCO_INFO, ns::DISCO_ITEMS],
+        },
+        SpecSupport { spec: Spec::Xep(115), version: "1.6.0", status: Support::Complete, features: &[ns::CAPS] },
+    ],
     migrations: None,
     forget_user: None,
     start,
@@ -35,6 +36,7 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
         reg.disco_feature(scope, ns::DISCO_INFO);
         reg.disco_feature(scope, ns::DISCO_ITEMS);
     }
+    reg.disco_feature(Scope::Server, ns::CAPS);
     reg.disco_identity(Scope::Server, DiscoIdentity { category: "server", type_: "im", name: "Starling" });
     reg.disco_identity(Scope::Account, DiscoIdentity { category: "account", type_: "registered", name: "" });
 
@@ -50,25 +52,29 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
 }
 
 async fn info(ctx: Context, req: IqRequest<DiscoInfoQuery>, scopes: &'static [Scope]) -> IqResult {
-    if req.payload.node.is_some() {
-        return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound));
-    }
-    let registry = ctx.registry();
-    let mut identities: Vec<Identity> = Vec::new();
-    let mut features = BTreeSet::new();
-    for scope in scopes {
-        for (identity, _) in registry.identities(*scope) {
+    let host = req.to.domain().to_string();
+    let (found, features) = caps::disco_info(&ctx, &host, scopes);
+    // XEP-0115 §6.2: the server's own caps node answers like the server.
+    let node = match req.payload.node {
+        None => None,
+        Some(node)
+            if scopes == [Scope::Server] && node == format!("{}#{}", caps::CAPS_NODE, caps::ver(&found, &features)) =>
+        {
+            Some(node)
+        }
+        Some(_) => return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound)),
+    };
+    let identities = found
+        .iter()
+        .map(|identity| {
             let mut id = Identity::new_anonymous::<_, _, String, String>(identity.category, identity.type_);
             if !identity.name.is_empty() {
                 id.name = Some(identity.name.to_owned());
             }
-            if !identities.contains(&id) {
-                identities.push(id);
-            }
-        }
-        features.extend(registry.features(*scope).map(|(var, _)| var.to_owned()));
-    }
-    let result = DiscoInfoResult { node: None, identities, features, extensions: Vec::new() };
+            id
+        })
+        .collect();
+    let result = DiscoInfoResult { node, identities, features, extensions: Vec::new() };
     Ok(Some(result.into()))
 }
 
