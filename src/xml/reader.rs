@@ -667,6 +667,11 @@ fn open_element(
     if scope.ns == NS_XML || scope.ns == NS_XMLNS {
         return Err(malformed("element in a reserved namespace"));
     }
+    // `xmlns=''` puts an element in no namespace, which nothing in XMPP is (fuzzing:
+    // the DOM parser refuses it).
+    if scope.ns.is_empty() {
+        return Err(XmlError::InvalidNamespace("element without a namespace".into()));
+    }
     // Attributes: unprefixed ones have no namespace; xml:* stay; others get a local prefix.
     let mut canonical: Vec<(String, String)> = Vec::with_capacity(attrs.len());
     let mut declared: Vec<(String, String)> = Vec::new();
@@ -910,6 +915,12 @@ mod tests {
             let err = events(&input, Limits::default()).expect_err("refused");
             assert_eq!(err.condition(), "not-well-formed");
         }
+    }
+
+    #[test]
+    fn elements_without_a_namespace_are_refused() {
+        assert_eq!(error_of(&format!("{HEADER}<auth xmlns=''/>")), "invalid-namespace");
+        assert_eq!(error_of(&format!("{HEADER}<message><x xmlns=''/></message>")), "invalid-namespace");
     }
 
     #[test]
