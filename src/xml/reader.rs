@@ -983,3 +983,40 @@ mod tests {
         assert!(std::mem::size_of::<StreamReader>() <= 256, "{}", std::mem::size_of::<StreamReader>());
     }
 }
+
+#[cfg(test)]
+mod split_stress {
+    use super::*;
+
+    #[test]
+    fn many_messages_in_random_chunks_all_arrive() {
+        let mut input = format!("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='bench.test' version='1.0'>").into_bytes();
+        let n = 20_000;
+        for i in 0..n {
+            input.extend_from_slice(
+                format!(
+                    "<message to='u2@bench.test' type='chat' id='m{i}'><body>{} {i}</body></message>",
+                    1_700_000_000_000_000_000u64 + i
+                )
+                .as_bytes(),
+            );
+        }
+        let mut seed = 12345u64;
+        let mut reader = StreamReader::new(Limits::default());
+        let mut stanzas = 0;
+        let mut at = 0;
+        while at < input.len() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = ((seed >> 33) % 4096 + 1) as usize;
+            let end = (at + len).min(input.len());
+            reader.feed(&input[at..end]);
+            at = end;
+            while let Some(event) = reader.next_event().expect("valid") {
+                if matches!(event, StreamEvent::Stanza(_)) {
+                    stanzas += 1;
+                }
+            }
+        }
+        assert_eq!(stanzas, n);
+    }
+}
