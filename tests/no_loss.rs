@@ -92,14 +92,11 @@ async fn bursts_between_pairs_lose_nothing() {
                     assert!(n > 0, "u{i}: closed with {} of {messages}", ids.len());
                     reader.feed(&buf[..n]);
                     while let Some(event) = reader.next_event().expect("xml") {
-                        if let StreamEvent::Stanza(s) = event {
-                            if s.name() == "message" {
-                                assert!(
-                                    ids.insert(s.id().unwrap_or_default().to_owned()),
-                                    "u{i}: duplicate {:?}",
-                                    s.id()
-                                );
-                            }
+                        if let StreamEvent::Stanza(s) = event
+                            && s.name() == "message"
+                        {
+                            let id = s.id().unwrap_or_default().to_owned();
+                            assert!(ids.insert(id), "u{i}: duplicate {:?}", s.id());
                         }
                     }
                 }
