@@ -8,6 +8,7 @@
 //! it sent directed presence to learn that it went offline (RFC 6121 §4.6.3).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jid::FullJid;
@@ -94,13 +95,12 @@ enum End {
 /// Runs the session until it ends, then removes it from the table.
 pub(super) async fn run(bound: Bound, shared: &C2sShared) {
     let Bound { mut stream, jid, handle, mut receiver } = bound;
-    let jid_text = jid.to_string();
-    let mut directed: BTreeSet<String> = BTreeSet::new();
+    let mut session = Session { jid_text: jid.to_string(), jid, handle, directed: BTreeSet::new(), shared };
     let mut out = Vec::new();
     let idle = Duration::from_secs(shared.config.c2s.idle_timeout);
     let mut ping_sent: Option<Instant> = None;
     let mut csi = Csi::default();
-    shared.context.run_hook(&mut SessionStarted { jid: jid.clone() });
+    shared.context.run_hook(&mut SessionStarted { jid: session.jid.clone() });
 
     let end = loop {
         let wake = match ping_sent {
@@ -126,7 +126,7 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
                 }
                 Ok(StreamEvent::Stanza(stanza)) => {
                     ping_sent = None;
-                    if let Err(condition) = on_stanza(stanza, &jid, &jid_text, &handle, &mut directed, shared) {
+                    if let Err(condition) = session.on_stanza(stanza) {
                         break End::Error(condition);
                     }
                 }
@@ -170,11 +170,11 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
                     break End::Error("connection-timeout");
                 }
                 // XEP-0199 §4.2: ask the client to prove it is alive.
-                let domain = jid.domain().to_string();
+                let domain = session.jid.domain().to_string();
                 let ping = format!(
                     "<iq type='get' id='idle-{}' from='{domain}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
                     rand::random::<u32>(),
-                    super::negotiate::escaped(&jid_text),
+                    super::negotiate::escaped(&session.jid_text),
                 );
                 if stream.send(ping.as_bytes()).await.is_err() {
                     break End::Gone;
@@ -184,13 +184,7 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
         }
     };
 
-    shared.sessions.unbind(&jid, handle.id);
-    let was_available = handle.is_available();
-    handle.set_presence(false, 0);
-    for to in directed {
-        shared.router.route(unavailable(&jid_text, &to));
-    }
-    shared.context.run_hook(&mut SessionEnded { jid: jid.clone(), was_available });
+    session.leave();
     let closing = match end {
         End::Error(condition) => {
             tracing::debug!(condition, "closing stream with an error");
@@ -216,87 +210,99 @@ fn unavailable(from: &str, to: &str) -> Stanza {
     presence
 }
 
-/// Stamps, inspects and routes one stanza from the client.
-fn on_stanza(
-    mut stanza: Stanza,
-    jid: &FullJid,
-    jid_text: &str,
-    handle: &SessionHandle,
-    directed: &mut BTreeSet<String>,
-    shared: &C2sShared,
-) -> Result<(), &'static str> {
-    if stanza.ns() != NS_CLIENT || !matches!(stanza.name(), "message" | "presence" | "iq") {
-        return Err("unsupported-stanza-type");
-    }
-    // RFC 6120 §8.1.2.1: the server stamps `from`; whatever the client wrote is replaced.
-    stanza.set_attr("from", Some(jid_text));
-    if is_legacy_session_request(&stanza) {
-        handle.deliver(starling_api::reply::iq_result(&stanza, None));
-        return Ok(());
-    }
-    if stanza.name() == "presence" {
-        return on_presence(stanza, jid, jid_text, handle, directed, shared);
-    }
-    if stanza.name() == "message" && shared.context.registry().hooks().has::<MessageSent>() {
-        let mut event = MessageSent { from: jid.clone(), stanza };
-        shared.context.run_hook(&mut event);
-        stanza = event.stanza;
-    }
-    shared.router.route(stanza);
-    Ok(())
+/// What a bound session's stanza handlers share.
+struct Session<'a> {
+    jid: FullJid,
+    jid_text: String,
+    handle: Arc<SessionHandle>,
+    /// Where this session sent directed available presence (RFC 6121 §4.6).
+    directed: BTreeSet<String>,
+    shared: &'a C2sShared,
 }
 
-/// Presence from the client: broadcasts (no `to`) update the session and go to the
-/// presence hooks; subscription stanzas go to the roster's hook; directed presence is
-/// remembered so the recipient learns when the session ends (RFC 6121 §4.6).
-fn on_presence(
-    stanza: Stanza,
-    jid: &FullJid,
-    jid_text: &str,
-    handle: &SessionHandle,
-    directed: &mut BTreeSet<String>,
-    shared: &C2sShared,
-) -> Result<(), &'static str> {
-    let Some(to) = stanza.to().map(str::to_owned) else {
-        let was_available = handle.is_available();
-        match stanza.type_() {
-            None => handle.set_presence(true, priority(&stanza)),
-            Some("unavailable") => {
-                handle.set_presence(false, 0);
-                // RFC 6121 §4.6.3: unavailable presence also reaches directed recipients.
-                for to in std::mem::take(directed) {
-                    shared.router.route(unavailable(jid_text, &to));
-                }
-            }
-            // Other types without `to` mean nothing (RFC 6121 §4.7.1).
-            _ => return Ok(()),
+impl Session<'_> {
+    /// Stamps, inspects and routes one stanza from the client.
+    fn on_stanza(&mut self, mut stanza: Stanza) -> Result<(), &'static str> {
+        if stanza.ns() != NS_CLIENT || !matches!(stanza.name(), "message" | "presence" | "iq") {
+            return Err("unsupported-stanza-type");
         }
-        let initial = !was_available && handle.is_available();
-        shared.context.run_hook(&mut PresenceBroadcast { from: jid.clone(), stanza, initial });
-        return Ok(());
-    };
-    match stanza.type_() {
-        Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
-            let Ok(contact) = starling_api::parse_bare_jid(&to) else {
-                shared.router.route(stanza);
-                return Ok(());
-            };
-            let mut event = SubscriptionOut { from: jid.clone(), to: contact, stanza };
-            if shared.context.run_hook(&mut event) == Flow::Continue {
-                shared.router.route(event.stanza);
-            }
+        // RFC 6120 §8.1.2.1: the server stamps `from`; whatever the client wrote is replaced.
+        stanza.set_attr("from", Some(&self.jid_text));
+        if is_legacy_session_request(&stanza) {
+            self.handle.deliver(starling_api::reply::iq_result(&stanza, None));
             return Ok(());
         }
-        None => {
-            directed.insert(to);
+        if stanza.name() == "presence" {
+            self.on_presence(stanza);
+            return Ok(());
         }
-        Some("unavailable") => {
-            directed.remove(&to);
+        let context = &self.shared.context;
+        if stanza.name() == "message" && context.registry().hooks().has::<MessageSent>() {
+            let mut event = MessageSent { from: self.jid.clone(), stanza };
+            context.run_hook(&mut event);
+            stanza = event.stanza;
         }
-        _ => {}
+        self.shared.router.route(stanza);
+        Ok(())
     }
-    shared.router.route(stanza);
-    Ok(())
+
+    /// Presence from the client: broadcasts (no `to`) update the session and go to the
+    /// presence hooks; subscription stanzas go to the roster's hook; directed presence
+    /// is remembered so the recipient learns when the session ends (RFC 6121 §4.6).
+    fn on_presence(&mut self, stanza: Stanza) {
+        let shared = self.shared;
+        let Some(to) = stanza.to().map(str::to_owned) else {
+            let was_available = self.handle.is_available();
+            match stanza.type_() {
+                None => self.handle.set_presence(true, priority(&stanza)),
+                Some("unavailable") => {
+                    self.handle.set_presence(false, 0);
+                    // RFC 6121 §4.6.3: unavailable presence also reaches directed recipients.
+                    for to in std::mem::take(&mut self.directed) {
+                        shared.router.route(unavailable(&self.jid_text, &to));
+                    }
+                }
+                // Other types without `to` mean nothing (RFC 6121 §4.7.1).
+                _ => return,
+            }
+            let initial = !was_available && self.handle.is_available();
+            shared.context.run_hook(&mut PresenceBroadcast { from: self.jid.clone(), stanza, initial });
+            return;
+        };
+        match stanza.type_() {
+            Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
+                let Ok(contact) = starling_api::parse_bare_jid(&to) else {
+                    shared.router.route(stanza);
+                    return;
+                };
+                let mut event = SubscriptionOut { from: self.jid.clone(), to: contact, stanza };
+                if shared.context.run_hook(&mut event) == Flow::Continue {
+                    shared.router.route(event.stanza);
+                }
+                return;
+            }
+            None => {
+                self.directed.insert(to);
+            }
+            Some("unavailable") => {
+                self.directed.remove(&to);
+            }
+            _ => {}
+        }
+        shared.router.route(stanza);
+    }
+
+    /// Leaves the session table and tells whoever needs to know that the session went.
+    fn leave(&mut self) {
+        let shared = self.shared;
+        shared.sessions.unbind(&self.jid, self.handle.id);
+        let was_available = self.handle.is_available();
+        self.handle.set_presence(false, 0);
+        for to in std::mem::take(&mut self.directed) {
+            shared.router.route(unavailable(&self.jid_text, &to));
+        }
+        shared.context.run_hook(&mut SessionEnded { jid: self.jid.clone(), was_available });
+    }
 }
 
 /// RFC 3921 `<session/>`, which older clients still send after binding: a no-op that

@@ -5,9 +5,7 @@ pub mod accounts;
 pub mod schema;
 pub mod test_db;
 
-use diesel_migrations::embed_migrations;
 use starling_api::Migrations;
 
 /// The core's migrations (`migrations/` at the repository root).
-pub static CORE_MIGRATIONS: Migrations =
-    Migrations { sqlite: embed_migrations!("migrations/sqlite"), postgres: embed_migrations!("migrations/postgres") };
+pub static CORE_MIGRATIONS: Migrations = starling_api::migrations!();

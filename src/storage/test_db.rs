@@ -120,10 +120,7 @@ mod tests {
 
     #[test]
     fn duplicate_migration_versions_are_caught() {
-        static DUPLICATE: Migrations = Migrations {
-            sqlite: diesel_migrations::embed_migrations!("migrations/sqlite"),
-            postgres: diesel_migrations::embed_migrations!("migrations/postgres"),
-        };
+        static DUPLICATE: Migrations = starling_api::migrations!();
         let err = check_unique_versions(&[("core", &CORE_MIGRATIONS), ("copycat", &DUPLICATE)]).expect_err("duplicate");
         assert!(err.contains("core") && err.contains("copycat"), "{err}");
         assert!(check_unique_versions(&[("core", &CORE_MIGRATIONS)]).is_ok());

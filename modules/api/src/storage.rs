@@ -39,6 +39,22 @@ pub enum Backend {
     Postgres,
 }
 
+/// The migrations of the calling crate: `migrations/sqlite` and `migrations/postgres`
+/// under its manifest directory, embedded at compile time.
+///
+/// ```ignore
+/// static MIGRATIONS: Migrations = starling_api::migrations!();
+/// ```
+#[macro_export]
+macro_rules! migrations {
+    () => {
+        $crate::Migrations {
+            sqlite: $crate::diesel_migrations::embed_migrations!("migrations/sqlite"),
+            postgres: $crate::diesel_migrations::embed_migrations!("migrations/postgres"),
+        }
+    };
+}
+
 /// A module's migrations, one set per backend (the SQL dialects differ).
 pub struct Migrations {
     /// `migrations/sqlite`

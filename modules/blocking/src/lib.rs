@@ -45,10 +45,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
     start,
 };
 
-static MIGRATIONS: Migrations = Migrations {
-    sqlite: starling_api::diesel_migrations::embed_migrations!("migrations/sqlite"),
-    postgres: starling_api::diesel_migrations::embed_migrations!("migrations/postgres"),
-};
+static MIGRATIONS: Migrations = starling_api::migrations!();
 
 diesel::table! {
     /// Blocked JIDs per account.

@@ -34,10 +34,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
     start,
 };
 
-static MIGRATIONS: Migrations = Migrations {
-    sqlite: starling_api::diesel_migrations::embed_migrations!("migrations/sqlite"),
-    postgres: starling_api::diesel_migrations::embed_migrations!("migrations/postgres"),
-};
+static MIGRATIONS: Migrations = starling_api::migrations!();
 
 /// The disco feature of XEP-0160 §3.
 const FEATURE: &str = "msgoffline";
