@@ -78,9 +78,5 @@ async fn server_advertises_msgoffline() {
     let server = TestServer::start().await;
     server.add_user("alice", "pw").await;
     let mut alice = server.login("alice", "a").await;
-    let (info, _) = alice
-        .iq("<iq type='get' id='{id}' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-        .await;
-    let query = info.get_child("query", "http://jabber.org/protocol/disco#info").expect("query");
-    assert!(query.children().any(|f| f.attr("var") == Some("msgoffline")));
+    assert!(alice.server_features().await.iter().any(|f| f == "msgoffline"));
 }

@@ -327,6 +327,17 @@ impl Client {
         }
     }
 
+    /// The server's disco#info features (XEP-0030).
+    pub async fn server_features(&mut self) -> Vec<String> {
+        let (info, _) = self
+            .iq(&format!(
+                "<iq type='get' id='{{id}}' to='{HOST}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+            ))
+            .await;
+        let query = info.get_child("query", "http://jabber.org/protocol/disco#info").expect("disco#info result");
+        query.children().filter(|c| c.name() == "feature").filter_map(|c| c.attr("var").map(str::to_owned)).collect()
+    }
+
     /// Sends `<presence/>` (available, priority as given).
     pub async fn presence(&mut self, priority: i8) {
         self.send(&format!("<presence><priority>{priority}</priority></presence>")).await;

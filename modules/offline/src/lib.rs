@@ -9,7 +9,10 @@
 
 mod store;
 
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
 
 use serde::Deserialize;
 use starling_api::hooks::{MessageUndelivered, PresenceBroadcast};
@@ -55,11 +58,30 @@ impl Default for OfflineConfig {
     }
 }
 
+/// A message waiting to be written.
+struct Pending {
+    host: String,
+    user: String,
+    stanza: Stanza,
+}
+
+/// Messages to store pass through one writer task, in arrival order: spawning a task
+/// per message would let a later message overtake an earlier one (and race the limit).
+const WRITE_QUEUE: usize = 4096;
+
 fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     let config: OfflineConfig = reg.config()?;
     reg.disco_feature(Scope::Server, FEATURE);
     let limit = config.max_per_user;
-    reg.hook::<MessageUndelivered, _>(0, move |ctx, event| on_undelivered(ctx, event, limit));
+    let queue: Arc<OnceLock<mpsc::Sender<Pending>>> = Arc::default();
+    let q = queue.clone();
+    reg.on_start(move |ctx| {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let _ = q.set(tx);
+        tokio::spawn(writer(ctx, rx, limit));
+        async { Ok(()) }
+    });
+    reg.hook::<MessageUndelivered, _>(0, move |_, event| on_undelivered(event, &queue));
     // After the roster module's broadcast, so contacts see the user online first.
     reg.hook::<PresenceBroadcast, _>(-10, on_presence);
     Ok(())
@@ -82,15 +104,27 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn on_undelivered(ctx: &Context, event: &mut MessageUndelivered, limit: i64) -> Flow {
+fn on_undelivered(event: &mut MessageUndelivered, queue: &OnceLock<mpsc::Sender<Pending>>) -> Flow {
     if !worth_storing(&event.stanza) {
         // Nothing to keep; the sender is told, as without offline storage.
         return Flow::Continue;
     }
-    let (ctx, stanza) = (ctx.clone(), event.stanza.clone());
-    let host = event.to.domain().to_string();
-    let user = event.to.node().map(|n| n.to_string()).unwrap_or_default();
-    tokio::spawn(async move {
+    let Some(queue) = queue.get() else { return Flow::Continue };
+    let pending = Pending {
+        host: event.to.domain().to_string(),
+        user: event.to.node().map(|n| n.to_string()).unwrap_or_default(),
+        stanza: event.stanza.clone(),
+    };
+    // A full queue means the database is far behind: refuse rather than buffer.
+    match queue.try_send(pending) {
+        Ok(()) => Flow::Handled,
+        Err(_) => Flow::Continue,
+    }
+}
+
+/// Stores queued messages one after another; a refused one is bounced to its sender.
+async fn writer(ctx: Context, mut queue: mpsc::Receiver<Pending>, limit: i64) {
+    while let Some(Pending { host, user, stanza }) = queue.recv().await {
         let text = String::from_utf8_lossy(&stanza.to_bytes()).into_owned();
         let stored = ctx.db().run(move |c| store::store(c, &host, &user, &text, now_ms(), limit)).await;
         if !matches!(stored, Ok(true)) {
@@ -102,8 +136,7 @@ fn on_undelivered(ctx: &Context, event: &mut MessageUndelivered, limit: i64) -> 
                 ctx.send(reply);
             }
         }
-    });
-    Flow::Handled
+    }
 }
 
 /// Initial presence: deliver what was stored, then forget it.
