@@ -151,7 +151,8 @@ impl StanzaRouter {
         for session in self.sessions.sessions_of(to).iter().filter(|s| s.is_available()) {
             let mut copy = stanza.clone();
             copy.set_attr("to", Some(&session.jid.to_string()));
-            session.deliver(copy);
+            // Presence that cannot be queued is superseded by the next one anyway.
+            let _ = session.deliver(copy);
         }
     }
 
@@ -166,40 +167,58 @@ impl StanzaRouter {
         }
         let available: Vec<_> =
             self.sessions.sessions_of(to).into_iter().filter(|s| s.is_available() && s.priority() >= 0).collect();
-        let targets: Vec<_> = if type_ == "headline" {
+        let headline = type_ == "headline";
+        let targets: Vec<_> = if headline {
             available
         } else {
             let top = available.iter().map(|s| s.priority()).max();
             available.into_iter().filter(|s| Some(s.priority()) == top).collect()
         };
-        match targets.split_last() {
-            Some((last, rest)) => {
-                for session in rest {
-                    session.deliver(stanza.clone());
-                }
-                let delivered_to = targets.iter().map(|s| s.jid.clone()).collect();
-                self.delivered(to, delivered_to, &stanza);
-                last.deliver(stanza);
-            }
-            None if type_ == "headline" => {}
-            None => {
-                let mut event = MessageUndelivered { to: to.clone(), stanza };
-                if self.context.get().is_some_and(|c| c.run_hook(&mut event) == Flow::Handled) {
-                    return;
-                }
-                self.bounce(&event.stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable)
+        // Sessions whose queue refuses the message (closing, too slow) do not count.
+        let mut delivered_to = Vec::new();
+        let mut refused = None;
+        for session in &targets {
+            match session.deliver(stanza.clone()) {
+                Ok(()) => delivered_to.push(session.jid.clone()),
+                Err(stanza) => refused = Some(stanza),
             }
         }
+        match (delivered_to.is_empty(), refused) {
+            (false, _) => self.delivered(to, delivered_to, &stanza),
+            // RFC 6121 §8.5.2.2: nobody to take it.
+            (true, _) if headline => {}
+            (true, Some(stanza)) => self.undelivered(to, stanza),
+            (true, None) => self.undelivered(to, stanza),
+        }
+    }
+
+    /// The `MessageUndelivered` hook (offline storage), else `service-unavailable`.
+    fn undelivered(&self, to: &BareJid, stanza: Stanza) {
+        let mut event = MessageUndelivered { to: to.clone(), stanza };
+        if self.context.get().is_some_and(|c| c.run_hook(&mut event) == Flow::Handled) {
+            return;
+        }
+        self.bounce(&event.stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable)
     }
 
     fn to_full(&self, kind: Kind, stanza: Stanza, to: Jid) {
         let Ok(full) = to.clone().try_into_full() else { return };
-        if let Some(session) = self.sessions.get(&full) {
-            if kind == Kind::Message {
-                self.delivered(&full.to_bare(), vec![full.clone()], &stanza);
+        let stanza = match self.sessions.get(&full) {
+            Some(session) => {
+                let copy = (kind == Kind::Message).then(|| stanza.clone());
+                match session.deliver(stanza) {
+                    Ok(()) => {
+                        if let Some(copy) = copy {
+                            self.delivered(&full.to_bare(), vec![full.clone()], &copy);
+                        }
+                        return;
+                    }
+                    // The session is going away: handled as if it were not bound.
+                    Err(stanza) => stanza,
+                }
             }
-            return session.deliver(stanza);
-        }
+            None => stanza,
+        };
         match kind {
             // RFC 6121 §8.5.3.2.1
             Kind::Message => match stanza.type_().unwrap_or("normal") {

@@ -63,16 +63,19 @@ impl SessionHandle {
         (Arc::new(handle), SessionReceiver { queue: rx, close: close_rx })
     }
 
-    /// Queues a stanza for the client. A full queue closes the session as too slow.
-    pub fn deliver(&self, stanza: Stanza) {
+    /// Queues a stanza for the client. A full queue closes the session as too slow;
+    /// the stanza comes back when it could not be queued, so the router can treat it
+    /// as undelivered (offline storage) instead of losing it.
+    pub fn deliver(&self, stanza: Stanza) -> Result<(), Stanza> {
         match self.queue.try_send(stanza) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(stanza)) => {
                 tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
                 self.close(CloseReason::TooSlow);
+                Err(stanza)
             }
             // The session task has ended; its removal from the table is in progress.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(stanza)) => Err(stanza),
         }
     }
 
@@ -222,8 +225,8 @@ mod tests {
     #[tokio::test]
     async fn full_queue_closes_the_session() {
         let (handle, mut rx) = SessionHandle::new(jid("a@x/r"), 1);
-        handle.deliver(Stanza::new("message", "jabber:client"));
-        handle.deliver(Stanza::new("message", "jabber:client"));
+        assert!(handle.deliver(Stanza::new("message", "jabber:client")).is_ok());
+        assert!(handle.deliver(Stanza::new("message", "jabber:client")).is_err(), "the refused stanza comes back");
         assert_eq!((&mut rx.close).await.ok(), Some(CloseReason::TooSlow));
         assert!(rx.queue.recv().await.is_some());
     }

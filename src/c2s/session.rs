@@ -229,7 +229,8 @@ impl Session<'_> {
         // RFC 6120 §8.1.2.1: the server stamps `from`; whatever the client wrote is replaced.
         stanza.set_attr("from", Some(&self.jid_text));
         if is_legacy_session_request(&stanza) {
-            self.handle.deliver(starling_api::reply::iq_result(&stanza, None));
+            // A full own queue means the session is closing anyway.
+            let _ = self.handle.deliver(starling_api::reply::iq_result(&stanza, None));
             return Ok(());
         }
         if stanza.name() == "presence" {
