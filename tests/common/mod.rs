@@ -93,8 +93,9 @@ impl TestServer {
 }
 
 /// The configuration tests start from: loopback, port 0, a temporary SQLite file,
-/// a generated certificate, every module enabled.
+/// a generated certificate, every compiled-in module enabled.
 pub fn test_config(dir: &Path) -> Config {
+    let enabled: Vec<String> = starling::modules::names().iter().map(|n| format!("{n:?}")).collect();
     let text = format!(
         r#"
 [server]
@@ -111,10 +112,11 @@ pool_size = 4
 [log]
 level = "warn"
 [modules]
-enabled = ["disco", "roster", "offline", "carbons", "vcard", "blocking", "ping", "version", "time"]
+enabled = [{enabled}]
 "#,
         certs = dir.join("certs").display(),
         db = dir.join("test.sqlite").display(),
+        enabled = enabled.join(", "),
     );
     Config::parse(&text, std::path::Path::new("test.toml")).expect("test config parses")
 }
