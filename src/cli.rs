@@ -198,5 +198,13 @@ pub fn print_modules(config: &Config) -> anyhow::Result<()> {
     for (scope, feature, module) in registry.all_features() {
         println!("feature {scope:?} {feature} -> {module}");
     }
+    let mut components: Vec<_> = registry.components().collect();
+    components.sort_by_key(|(domain, _)| *domain);
+    for (domain, route) in components {
+        println!("component {domain} -> {}", registry.modules()[route.module].name);
+    }
+    for (name, _, module) in registry.tasks() {
+        println!("task {name} -> {}", module.name);
+    }
     Ok(())
 }

@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn every_advertised_feature_is_covered_by_a_declared_spec() {
         for module in crate::modules::ALL {
-            let mut registry = Registry::default();
+            let mut registry = Registry::new(vec!["example.org".into()]);
             registry.start_module(module, None).expect("module starts with defaults");
             for (_, feature, owner) in registry.all_features() {
                 let covered = module.specs.iter().any(|s| s.features.contains(&feature));

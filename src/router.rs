@@ -11,20 +11,30 @@
 //! | bare JID                    | chat/normal: highest non-negative priority resources, else the `MessageUndelivered` hook (offline storage), else `service-unavailable`; headline: all such resources, else dropped; groupchat: `service-unavailable`; error: dropped | the `PresenceToAccount` hook (subscriptions, probes), then every available resource | module, scope `OwnAccount` (own JID) or `Account` | dropped |
 //! | full JID, bound             | that session                                              | that session                      | that session                   | that session    |
 //! | full JID, not bound         | chat/normal: as bare JID; groupchat: `service-unavailable`; headline, error: dropped | dropped | `service-unavailable` | dropped |
+//! | component domain            | the component's handler                                   | the component's handler           | module, scope `Component`, else the component's handler | the component's handler |
+//! | JID under a component domain| the component's handler                                   | the component's handler           | the component's handler        | the component's handler |
 //!
 //! "No module" means `service-unavailable` (RFC 6120 §8.4). An IQ handled by a module
-//! runs on its own task, so a slow database never stalls the sender's session. Tests in
-//! `tests/c2s_routing.rs` cite these rows.
+//! runs on its own task, so a slow database never stalls the sender's session. A
+//! component (MUC, upload…) is a domain a module serves (`Registrar::component`); when
+//! its module is switched off for the component's host, stanzas to it are answered with
+//! `service-unavailable`. Answers to IQs the server itself sent (`Router::send_iq`) are
+//! taken out before any of this. Tests in `tests/c2s_routing.rs` and
+//! `tests/components.rs` cite these rows.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use jid::{BareJid, Jid};
 use starling_api::hooks::{MessageDelivered, MessageUndelivered, PresenceToAccount, Routing};
 use starling_api::iq::IqRequest;
-use starling_api::module::IqRoute;
+use starling_api::module::{ComponentRoute, IqRoute};
 use starling_api::reply::{error_reply, iq_result};
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
-use starling_api::{Context, Flow, IqKind, Registry, Scope, Stanza, parse_jid, stanza_error};
+use starling_api::{BoxFuture, Context, Flow, IqKind, IqTimeout, Registry, Scope, Stanza, parse_jid, stanza_error};
+use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::session::SessionTable;
@@ -40,18 +50,38 @@ enum Kind {
     Iq,
 }
 
+/// Prefix of the ids the router gives to IQs the server sends (`send_iq`); only answers
+/// carrying it are looked up among the pending requests.
+const SERVER_IQ_PREFIX: &str = "starling-";
+
+/// An IQ the server sent and waits on.
+struct PendingIq {
+    /// Who must answer: the request's `to`.
+    responder: Jid,
+    answer: oneshot::Sender<Stanza>,
+}
+
 /// The single-node router.
 pub struct StanzaRouter {
     sessions: Arc<SessionTable>,
     registry: Arc<Registry>,
     config: Arc<Config>,
     context: OnceLock<Context>,
+    pending_iqs: Arc<Mutex<HashMap<String, PendingIq>>>,
+    next_iq: AtomicU64,
 }
 
 impl StanzaRouter {
     /// A router over `sessions`, dispatching IQs to what `registry` holds.
     pub fn new(sessions: Arc<SessionTable>, registry: Arc<Registry>, config: Arc<Config>) -> Self {
-        StanzaRouter { sessions, registry, config, context: OnceLock::new() }
+        StanzaRouter {
+            sessions,
+            registry,
+            config,
+            context: OnceLock::new(),
+            pending_iqs: Arc::default(),
+            next_iq: AtomicU64::new(1),
+        }
     }
 
     /// Completes the router once the module context exists (it holds the router).
@@ -85,6 +115,9 @@ impl StanzaRouter {
                 None => return,
             },
         };
+        if kind == Kind::Iq && self.is_answer_to_server_iq(&stanza, from.as_ref()) {
+            return;
+        }
         let stanza = match self.context.get() {
             Some(context) if context.registry().hooks().has::<Routing>() => {
                 let mut event = Routing { from: from.clone(), to: to.clone(), stanza };
@@ -95,6 +128,9 @@ impl StanzaRouter {
             }
             _ => stanza,
         };
+        if let Some(component) = self.registry.component(to.domain().as_str()) {
+            return self.to_component(kind, stanza, &to, component);
+        }
         if !self.is_local_host(to.domain().as_str()) {
             return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound);
         }
@@ -103,6 +139,44 @@ impl StanzaRouter {
             (true, false) => self.to_bare(kind, stanza, to.to_bare(), from),
             (true, true) => self.to_full(kind, stanza, to),
         }
+    }
+
+    /// Resolves a pending [`Router::send_iq`] when `stanza` answers it (and comes from
+    /// the entity the request went to).
+    fn is_answer_to_server_iq(&self, stanza: &Stanza, from: Option<&Jid>) -> bool {
+        let Some(id) = stanza.id().filter(|id| id.starts_with(SERVER_IQ_PREFIX)) else { return false };
+        if !matches!(stanza.type_(), Some("result" | "error")) {
+            return false;
+        }
+        let mut pending = self.pending_iqs.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.get(id) {
+            Some(request) if Some(&request.responder) == from => {}
+            _ => return false,
+        }
+        if let Some(request) = pending.remove(id) {
+            // The requester may have given up (timed out) in the meantime.
+            let _ = request.answer.send(stanza.clone());
+        }
+        true
+    }
+
+    /// A stanza for a component domain or a JID under it.
+    fn to_component(&self, kind: Kind, stanza: Stanza, to: &Jid, component: &ComponentRoute) {
+        let module = self.registry.modules()[component.module].name;
+        if !self.config.module_enabled_for(module, &component.host) {
+            if kind != Kind::Presence {
+                self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
+            }
+            return;
+        }
+        let Some(context) = self.context.get() else { return };
+        if kind == Kind::Iq && to.node().is_none() && to.resource().is_none() {
+            if let Some(stanza) = self.dispatch_component_iq(stanza, to.domain().as_str(), &component.host) {
+                (component.handler)(context, stanza);
+            }
+            return;
+        }
+        (component.handler)(context, stanza);
     }
 
     fn to_host(&self, kind: Kind, stanza: Stanza, to: &Jid) {
@@ -244,24 +318,36 @@ impl StanzaRouter {
         }
     }
 
+    /// An IQ to a component domain itself: a typed `Scope::Component` handler if one
+    /// matches, else the stanza comes back for the component's own handler.
+    fn dispatch_component_iq(&self, stanza: Stanza, domain: &str, host: &str) -> Option<Stanza> {
+        let Some(kind) = iq_kind(&stanza) else { return Some(stanza) };
+        let Ok(payload) = single_payload(&stanza) else { return Some(stanza) };
+        let route = self
+            .registry
+            .component_iq_handler(kind, domain, &payload.ns(), payload.name())
+            .filter(|route| self.config.module_enabled_for(self.registry.modules()[route.module].name, host));
+        match route {
+            Some(route) => {
+                let handler = route.handler.clone();
+                self.run_iq_handler(stanza, payload, handler, None);
+                None
+            }
+            None => Some(stanza),
+        }
+    }
+
     /// Finds the module handling an IQ get/set and runs it on its own task. `account`
     /// is the addressed account when it is not the sender's own: it must exist.
     fn dispatch_iq(&self, stanza: Stanza, scopes: &[Scope], host: &str, account: Option<BareJid>) {
-        let kind = match stanza.type_() {
-            Some("get") => IqKind::Get,
-            Some("set") => IqKind::Set,
-            Some("result" | "error") => return,
-            _ => return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest),
+        let kind = match (iq_kind(&stanza), stanza.type_()) {
+            (Some(kind), _) => kind,
+            (None, Some("result" | "error")) => return,
+            (None, _) => return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest),
         };
-        let Some(context) = self.context.get().cloned() else { return };
-        let element = match stanza.to_element() {
-            Ok(element) => element,
-            Err(_) => return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest),
-        };
-        let mut children = element.children();
-        let (Some(payload), None) = (children.next(), children.next()) else {
-            // RFC 6120 §8.2.3: a get or set carries exactly one payload.
-            return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest);
+        let payload = match single_payload(&stanza) {
+            Ok(payload) => payload,
+            Err(()) => return self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest),
         };
         let route = scopes.iter().find_map(|scope| {
             let route = self.registry.iq_handler(kind, *scope, &payload.ns(), payload.name())?;
@@ -271,6 +357,18 @@ impl StanzaRouter {
         let Some(IqRoute { handler, .. }) = route else {
             return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
         };
+        self.run_iq_handler(stanza, payload, handler, account);
+    }
+
+    /// Runs a module's IQ handler on its own task and routes its answer.
+    fn run_iq_handler(
+        &self,
+        stanza: Stanza,
+        payload: starling_api::minidom::Element,
+        handler: starling_api::IqHandlerFn,
+        account: Option<BareJid>,
+    ) {
+        let Some(context) = self.context.get().cloned() else { return };
         let Some(from) = stanza.from().and_then(|f| parse_jid(f).ok()) else { return };
         let to = match stanza.to().map(parse_jid) {
             Some(Ok(to)) => to,
@@ -281,7 +379,7 @@ impl StanzaRouter {
             to,
             id: stanza.id().unwrap_or_default().to_owned(),
             lang: stanza.attr("xml:lang").map(str::to_owned),
-            payload: payload.clone(),
+            payload,
         };
         tokio::spawn(async move {
             if let Some(account) = account {
@@ -316,8 +414,215 @@ impl StanzaRouter {
     }
 }
 
+/// `get` or `set`; `None` for anything else.
+fn iq_kind(stanza: &Stanza) -> Option<IqKind> {
+    match stanza.type_() {
+        Some("get") => Some(IqKind::Get),
+        Some("set") => Some(IqKind::Set),
+        _ => None,
+    }
+}
+
+/// The one payload of an IQ get/set (RFC 6120 §8.2.3); `Err` when there is not exactly one.
+fn single_payload(stanza: &Stanza) -> Result<starling_api::minidom::Element, ()> {
+    let element = stanza.to_element().map_err(|_| ())?;
+    let mut children = element.children();
+    match (children.next(), children.next()) {
+        (Some(payload), None) => Ok(payload.clone()),
+        _ => Err(()),
+    }
+}
+
 impl starling_api::Router for StanzaRouter {
     fn route(&self, stanza: Stanza) {
         StanzaRouter::route(self, stanza);
+    }
+
+    fn send_iq(&self, mut iq: Stanza, timeout: Duration) -> BoxFuture<'static, Result<Stanza, IqTimeout>> {
+        let Some(responder) = iq.to().and_then(|to| parse_jid(to).ok()) else {
+            return Box::pin(std::future::ready(Err(IqTimeout)));
+        };
+        let id =
+            format!("{SERVER_IQ_PREFIX}{}-{:08x}", self.next_iq.fetch_add(1, Ordering::Relaxed), rand::random::<u32>());
+        iq.set_attr("id", Some(&id));
+        let (answer, answered) = oneshot::channel();
+        self.pending_iqs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), PendingIq { responder, answer });
+        self.route(iq);
+        let pending = self.pending_iqs.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, answered).await {
+                Ok(Ok(answer)) => Ok(answer),
+                _ => {
+                    pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    Err(IqTimeout)
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, SystemTime};
+
+    use starling_api::module::DiscoIdentity;
+    use starling_api::xmpp_parsers::ping::Ping;
+    use starling_api::{ContextParts, ModuleSpec, Registrar, ServerInfo};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::session::{SessionHandle, SessionReceiver};
+    use crate::storage::test_db::TestDb;
+
+    /// What the test component's handler received.
+    static RECEIVED: Mutex<Vec<Stanza>> = Mutex::new(Vec::new());
+
+    static COMPONENT_MODULE: ModuleSpec = ModuleSpec {
+        name: "testsvc",
+        summary: "a component for router tests",
+        specs: &[],
+        migrations: None,
+        forget_user: None,
+        start: start_component,
+    };
+
+    fn start_component(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
+        reg.component("svc.localhost", "localhost", |_ctx, stanza| {
+            RECEIVED.lock().unwrap_or_else(|e| e.into_inner()).push(stanza);
+        })?;
+        reg.disco_identity(Scope::Component, DiscoIdentity { category: "test", type_: "svc", name: "" });
+        reg.iq_get::<Ping, _, _>(Scope::Component, |_ctx, _req| async { Ok(None) });
+        Ok(())
+    }
+
+    struct Harness {
+        router: Arc<StanzaRouter>,
+        context: Context,
+        alice: Arc<SessionHandle>,
+        alice_rx: SessionReceiver,
+        _db: TestDb,
+    }
+
+    fn harness(modules: &str) -> Harness {
+        let text = format!("[server]\nhosts = [\"localhost\"]\n[modules]\nenabled = [{modules}]\n");
+        let config = Arc::new(Config::parse(&text, std::path::Path::new("test.toml")).expect("config"));
+        let mut registry = Registry::new(config.server.hosts.clone());
+        registry.start_module(&COMPONENT_MODULE, None).expect("component module starts");
+        let registry = Arc::new(registry);
+        let sessions = Arc::new(SessionTable::default());
+        let router = Arc::new(StanzaRouter::new(sessions.clone(), registry.clone(), config.clone()));
+        let db = TestDb::sqlite();
+        let context = Context::new(ContextParts {
+            router: router.clone(),
+            sessions: sessions.clone(),
+            db: db.db.clone(),
+            server: ServerInfo {
+                software: "Starling",
+                version: "test",
+                hosts: config.server.hosts.clone(),
+                started_at: SystemTime::now(),
+            },
+            registry,
+            module_enabled: {
+                let config = config.clone();
+                Arc::new(move |module: &str, host: &str| config.module_enabled_for(module, host))
+            },
+        });
+        router.set_context(context.clone());
+        let jid = jid::FullJid::new("alice@localhost/phone").expect("jid");
+        let (alice, alice_rx) = SessionHandle::new(jid, 16);
+        sessions.bind(alice.clone(), crate::config::ResourceConflict::KickOld);
+        Harness { router, context, alice, alice_rx, _db: db }
+    }
+
+    fn stanza(xml: &str) -> Stanza {
+        Stanza::from_element(&xml.parse().expect("test XML"))
+    }
+
+    fn received_to(to: &str) -> Vec<Stanza> {
+        RECEIVED.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|s| s.to() == Some(to)).cloned().collect()
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Stanza>) -> Stanza {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time").expect("a stanza")
+    }
+
+    #[tokio::test]
+    async fn stanzas_to_a_component_and_jids_under_it_reach_its_handler() {
+        let h = harness("\"testsvc\"");
+        let from = h.alice.jid.to_string();
+        h.router.route(stanza(&format!("<message xmlns='jabber:client' from='{from}' to='svc.localhost'/>")));
+        h.router
+            .route(stanza(&format!("<presence xmlns='jabber:client' from='{from}' to='room@svc.localhost/nick'/>")));
+        h.router.route(stanza(&format!(
+            "<iq xmlns='jabber:client' type='get' id='x' from='{from}' to='room@svc.localhost'><query xmlns='urn:x'/></iq>"
+        )));
+        assert_eq!(received_to("svc.localhost").len(), 1);
+        assert_eq!(received_to("room@svc.localhost/nick").len(), 1);
+        assert_eq!(received_to("room@svc.localhost").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn typed_component_iqs_are_answered_and_others_go_to_the_handler() {
+        let mut h = harness("\"testsvc\"");
+        let from = h.alice.jid.to_string();
+        h.router.route(stanza(&format!(
+            "<iq xmlns='jabber:client' type='get' id='p1' from='{from}' to='svc.localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+        )));
+        let reply = next(&mut h.alice_rx.queue).await;
+        assert_eq!((reply.id(), reply.type_(), reply.from()), (Some("p1"), Some("result"), Some("svc.localhost")));
+        h.router.route(stanza(&format!(
+            "<iq xmlns='jabber:client' type='get' id='u1' from='{from}' to='svc.localhost'><unknown xmlns='urn:other'/></iq>"
+        )));
+        let forwarded = received_to("svc.localhost");
+        assert!(forwarded.iter().any(|s| s.id() == Some("u1")), "untyped IQ reaches the component handler");
+        assert!(!forwarded.iter().any(|s| s.id() == Some("p1")), "a typed handler answered the ping");
+    }
+
+    #[tokio::test]
+    async fn a_component_whose_module_is_off_answers_service_unavailable() {
+        let mut h = harness("");
+        let from = h.alice.jid.to_string();
+        h.router.route(stanza(&format!(
+            "<message xmlns='jabber:client' id='m1' from='{from}' to='off@svc.localhost'><body>x</body></message>"
+        )));
+        let bounce = next(&mut h.alice_rx.queue).await;
+        assert_eq!((bounce.id(), bounce.type_()), (Some("m1"), Some("error")));
+        assert!(received_to("off@svc.localhost").is_empty());
+    }
+
+    #[tokio::test]
+    async fn send_iq_resolves_with_the_addressees_answer_only() {
+        let mut h = harness("\"testsvc\"");
+        let alice = h.alice.jid.to_string();
+        let request = stanza(&format!(
+            "<iq xmlns='jabber:client' type='get' id='ignored' from='localhost' to='{alice}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        let answer = h.context.send_iq(request, Duration::from_secs(5));
+        let delivered = next(&mut h.alice_rx.queue).await;
+        let id = delivered.id().expect("an id").to_owned();
+        assert!(id.starts_with(SERVER_IQ_PREFIX), "{id}");
+        // An answer from someone else is not taken for the addressee's.
+        h.router.route(stanza(&format!(
+            "<iq xmlns='jabber:client' type='result' id='{id}' from='mallory@localhost/x' to='localhost'/>"
+        )));
+        h.router.route(stanza(&format!(
+            "<iq xmlns='jabber:client' type='result' id='{id}' from='{alice}' to='localhost'/>"
+        )));
+        let answer = answer.await.expect("answered");
+        assert_eq!(answer.type_(), Some("result"));
+        assert!(h.router.pending_iqs.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn send_iq_times_out_and_forgets_the_request() {
+        let h = harness("\"testsvc\"");
+        let alice = h.alice.jid.to_string();
+        let request = stanza(&format!(
+            "<iq xmlns='jabber:client' type='get' from='localhost' to='{alice}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        assert_eq!(h.context.send_iq(request, Duration::from_millis(20)).await, Err(IqTimeout));
+        assert!(h.router.pending_iqs.lock().expect("lock").is_empty());
     }
 }

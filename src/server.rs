@@ -69,7 +69,7 @@ fn redact(url: &str) -> String {
 
 /// Starts the enabled modules, in the order the config lists them.
 pub fn start_modules(config: &Config) -> anyhow::Result<Registry> {
-    let mut registry = Registry::default();
+    let mut registry = Registry::new(config.server.hosts.clone());
     for name in &config.modules.enabled {
         let Some(module) = crate::modules::find(name) else {
             bail!("[modules] enabled: unknown module {name:?}; available: {}", crate::modules::names().join(", "));
@@ -121,6 +121,10 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        for (name, task, module) in context.registry().tasks() {
+            tracing::debug!(module = module.name, task = name, "starting background task");
+            tasks.spawn(task(context.clone(), shutdown.child_token()));
+        }
         let shared = Arc::new(C2sShared {
             config: config.clone(),
             tls_starttls: certs.server_config(&[]),

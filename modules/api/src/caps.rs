@@ -32,6 +32,27 @@ pub fn disco_info(ctx: &Context, host: &str, scopes: &[Scope]) -> (Vec<DiscoIden
     (identities, features)
 }
 
+/// Identities and features of component `domain`: what its own module registered for
+/// [`Scope::Component`], plus what modules owning no component registered there (ping,
+/// disco itself). `None` when no module serves `domain`.
+pub fn component_disco_info(ctx: &Context, domain: &str) -> Option<(Vec<DiscoIdentity>, BTreeSet<String>)> {
+    let registry = ctx.registry();
+    let component = registry.component(domain)?;
+    let applies = |module: usize| {
+        (module == component.module || !registry.owns_components(module))
+            && registry.modules().get(module).is_some_and(|m| ctx.module_enabled(m.name, &component.host))
+    };
+    let mut identities: Vec<DiscoIdentity> = Vec::new();
+    for (identity, module) in registry.identities(Scope::Component) {
+        if applies(module) && !identities.contains(identity) {
+            identities.push(identity.clone());
+        }
+    }
+    let features =
+        registry.features(Scope::Component).filter(|(_, m)| applies(*m)).map(|(v, _)| v.to_owned()).collect();
+    Some((identities, features))
+}
+
 /// The XEP-0115 §5.1 verification string (SHA-1, no data forms).
 pub fn ver(identities: &[DiscoIdentity], features: &BTreeSet<String>) -> String {
     let mut sorted: Vec<String> =

@@ -5,18 +5,29 @@
 //! message bus) can replace the single-node one without touching any module.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use jid::{BareJid, FullJid};
 
 use crate::hooks::{Event, Flow};
-use crate::{Db, Registry, Stanza};
+use crate::{BoxFuture, Db, Registry, Stanza};
+
+/// A server-originated IQ got no answer in time (RFC 6120 §8.2.3 requires one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no answer to the IQ in time")]
+pub struct IqTimeout;
 
 /// Delivers stanzas the server itself originates (replies, pushes, notifications).
 pub trait Router: Send + Sync {
     /// Routes a stanza whose `from` is already set, by the RFC 6121 §8.5 rules.
     /// Never blocks: a recipient whose queue is full is disconnected, not waited for.
     fn route(&self, stanza: Stanza);
+
+    /// Routes an `<iq type='get|set'/>` whose `from` and `to` are set and resolves with
+    /// the answer (`type='result'` or `type='error'`), or [`IqTimeout`] after `timeout`.
+    /// The router gives the request an id of its own, so answers cannot be confused
+    /// with a client's.
+    fn send_iq(&self, iq: Stanza, timeout: Duration) -> BoxFuture<'static, Result<Stanza, IqTimeout>>;
 }
 
 /// Read-only view of the session table.
@@ -76,6 +87,22 @@ impl Context {
     /// Routes a stanza (see [`Router::route`]).
     pub fn send(&self, stanza: Stanza) {
         self.inner.router.route(stanza);
+    }
+
+    /// Sends an IQ request and waits for its answer (see [`Router::send_iq`]).
+    pub fn send_iq(&self, iq: Stanza, timeout: Duration) -> BoxFuture<'static, Result<Stanza, IqTimeout>> {
+        self.inner.router.send_iq(iq, timeout)
+    }
+
+    /// The service of type `T` a module provided, e.g. `ctx.service::<dyn ArchiveService>()`;
+    /// `None` when no enabled module provides it.
+    pub fn service<T: ?Sized + Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.inner.registry.service::<T>()
+    }
+
+    /// Whether `domain` is a component domain served by a module of this server.
+    pub fn is_component(&self, domain: &str) -> bool {
+        self.inner.registry.component(domain).is_some()
     }
 
     /// The session table.

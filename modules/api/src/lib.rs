@@ -22,11 +22,11 @@ pub mod stanza;
 pub mod storage;
 
 pub use address::{parse_bare_jid, parse_jid};
-pub use context::{Context, ContextParts, Router, ServerInfo, Sessions};
+pub use context::{Context, ContextParts, IqTimeout, Router, ServerInfo, Sessions};
 pub use error::{ModuleError, stanza_error};
 pub use hooks::{Event, Flow};
 pub use iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult};
-pub use module::{ModuleSpec, Registrar, Registry, Scope, Spec, SpecSupport, Support};
+pub use module::{ComponentFn, ModuleSpec, Registrar, Registry, Scope, Spec, SpecSupport, Support};
 pub use stanza::Stanza;
 pub use storage::{Backend, Db, DbConn, Migrations, StorageError};
 

@@ -1,19 +1,22 @@
 //! What a module declares ([`ModuleSpec`]) and how it registers ([`Registrar`]).
 //!
 //! A module's `start` function only registers: IQ handlers keyed by
-//! `(type, scope, namespace, name)`, disco features and identities. Everything is
-//! recorded against the module's name in the [`Registry`], which the core freezes after
-//! start-up and reads on every routed IQ and disco query; `starling modules` lists it.
+//! `(type, scope, namespace, name)`, disco features and identities, hooks, component
+//! domains, typed services and background tasks. Everything is recorded against the
+//! module's name in the [`Registry`], which the core freezes after start-up and reads on
+//! every routed IQ and disco query; `starling modules` lists it.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use crate::hooks::{Event, Flow, Hooks};
 use crate::iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult, erase};
-use crate::{Context, Migrations, ModuleError};
+use crate::{Context, Migrations, ModuleError, Stanza};
 
 /// Where a request is addressed, relative to the server (Prosody's host/bare/self,
 /// ejabberd's local/sm).
@@ -25,6 +28,11 @@ pub enum Scope {
     Account,
     /// The sender's own bare JID, or no `to` at all (RFC 6120 §10.3.3).
     OwnAccount,
+    /// A component domain (e.g. `conference.example.org`) itself, without a node. IQ
+    /// handlers and disco entries of this scope apply to the components of the module
+    /// that registers them; a module that owns no component contributes to every
+    /// component (ping, disco itself).
+    Component,
 }
 
 /// A specification a module implements, for the DOAP file (XEP-0453 style `implements`).
@@ -111,6 +119,24 @@ pub struct IqRoute {
 
 type IqTable = HashMap<(IqKind, Scope), HashMap<&'static str, Vec<(&'static str, IqRoute)>>>;
 
+/// Receives every stanza addressed to a component domain or to a JID under it
+/// (`room@conference.example.org/nick`), except IQ get/set to the bare domain that a
+/// typed [`Scope::Component`] handler answers. Synchronous, so stanzas from one sender
+/// reach the component in order; work that takes time goes to the module's own tasks.
+pub type ComponentFn = Arc<dyn Fn(&Context, Stanza) + Send + Sync>;
+
+/// A component domain served by a module (ejabberd's `register_route`).
+#[derive(Clone)]
+pub struct ComponentRoute {
+    /// Index of the owning module in [`Registry::modules`].
+    pub module: usize,
+    /// The virtual host the component belongs to (`example.org` for
+    /// `conference.example.org`), for per-host module switches.
+    pub host: String,
+    /// The stanza handler.
+    pub handler: ComponentFn,
+}
+
 /// Everything the enabled modules registered. Built at start-up, then read-only.
 #[derive(Default)]
 pub struct Registry {
@@ -120,13 +146,26 @@ pub struct Registry {
     identities: Vec<(Scope, DiscoIdentity, usize)>,
     stream_features: Vec<(&'static str, usize)>,
     on_start: Vec<(OnStart, usize)>,
+    tasks: Vec<(&'static str, Task, usize)>,
+    components: HashMap<String, ComponentRoute>,
+    services: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    hosts: Vec<String>,
     hooks: Hooks,
 }
 
 /// Work a module does once the server runs, before clients are accepted.
 pub type OnStart = Arc<dyn Fn(Context) -> crate::BoxFuture<'static, Result<(), ModuleError>> + Send + Sync>;
 
+/// A background task of a module: runs from start-up until the token is cancelled at
+/// shutdown (the core waits for it to return).
+pub type Task = Arc<dyn Fn(Context, CancellationToken) -> crate::BoxFuture<'static, ()> + Send + Sync>;
+
 impl Registry {
+    /// An empty registry for a server hosting `hosts` (the XMPP domains of its accounts).
+    pub fn new(hosts: Vec<String>) -> Self {
+        Registry { hosts, ..Registry::default() }
+    }
+
     /// Starts `module`, recording what it registers. `config` is its `[modules.<name>]`
     /// table, if the config has one.
     pub fn start_module(
@@ -138,6 +177,41 @@ impl Registry {
         self.modules.push(module);
         let mut registrar = Registrar { registry: self, module: index, config };
         (module.start)(&mut registrar)
+    }
+
+    /// The component serving `domain`, if a module registered one.
+    pub fn component(&self, domain: &str) -> Option<&ComponentRoute> {
+        self.components.get(domain)
+    }
+
+    /// Every component domain with its route, for disco#items and listings.
+    pub fn components(&self) -> impl Iterator<Item = (&str, &ComponentRoute)> + '_ {
+        self.components.iter().map(|(domain, route)| (domain.as_str(), route))
+    }
+
+    /// Whether module `module` owns any component.
+    pub fn owns_components(&self, module: usize) -> bool {
+        self.components.values().any(|c| c.module == module)
+    }
+
+    /// The handler for an IQ to component domain `domain`: the owning module's own
+    /// [`Scope::Component`] handler first, else one from a module that owns no
+    /// component (such handlers serve every component).
+    pub fn component_iq_handler(&self, kind: IqKind, domain: &str, ns: &str, name: &str) -> Option<&IqRoute> {
+        let owner = self.components.get(domain)?.module;
+        let entries = self.iq.get(&(kind, Scope::Component))?.get(ns)?;
+        let routes = || entries.iter().filter(|(n, _)| *n == name).map(|(_, route)| route);
+        routes().find(|r| r.module == owner).or_else(|| routes().find(|r| !self.owns_components(r.module)))
+    }
+
+    /// Background tasks, with their names and owning modules.
+    pub fn tasks(&self) -> impl Iterator<Item = (&'static str, &Task, &'static ModuleSpec)> + '_ {
+        self.tasks.iter().map(|(name, task, m)| (*name, task, self.modules[*m]))
+    }
+
+    /// The service of type `T` a module provided (see [`Registrar::provide`]).
+    pub fn service<T: ?Sized + Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.services.get(&TypeId::of::<Arc<T>>())?.downcast_ref::<Arc<T>>().cloned()
     }
 
     /// The started modules, in start order.
@@ -205,6 +279,58 @@ pub struct Registrar<'a> {
 impl Registrar<'_> {
     fn name(&self) -> &'static str {
         self.registry.modules[self.module].name
+    }
+
+    /// The virtual hosts of the server (account domains), for modules that serve one
+    /// component per host.
+    pub fn hosts(&self) -> &[String] {
+        &self.registry.hosts
+    }
+
+    /// Serves the component domain `domain` (belonging to virtual host `host`): the
+    /// router hands every stanza addressed to it, or to a JID under it, to `handler`,
+    /// except IQs that a typed [`Scope::Component`] handler answers. A domain can have
+    /// one owner and cannot be a virtual host.
+    pub fn component<F>(&mut self, domain: &str, host: &str, handler: F) -> Result<(), ModuleError>
+    where
+        F: Fn(&Context, Stanza) + Send + Sync + 'static,
+    {
+        let module = self.name();
+        let domain = crate::parse_bare_jid(domain)
+            .ok()
+            .filter(|jid| jid.node().is_none())
+            .map(|jid| jid.domain().to_string())
+            .ok_or_else(|| ModuleError::Config { module, message: format!("{domain:?} is not a domain name") })?;
+        if self.registry.hosts.contains(&domain) {
+            return Err(ModuleError::Config {
+                module,
+                message: format!("{domain} is a virtual host; a component needs a domain of its own"),
+            });
+        }
+        if let Some(existing) = self.registry.components.get(&domain) {
+            let owner = self.registry.modules[existing.module].name;
+            return Err(ModuleError::Config { module, message: format!("{domain} is already served by {owner}") });
+        }
+        let route = ComponentRoute { module: self.module, host: host.to_owned(), handler: Arc::new(handler) };
+        self.registry.components.insert(domain, route);
+        Ok(())
+    }
+
+    /// Provides a typed service other modules reach with [`Context::service`], e.g.
+    /// `reg.provide::<dyn ArchiveService>(Arc::new(MyArchive))`. The last provider wins.
+    pub fn provide<T: ?Sized + Send + Sync + 'static>(&mut self, service: Arc<T>) {
+        self.registry.services.insert(TypeId::of::<Arc<T>>(), Box::new(service));
+    }
+
+    /// Runs `task` in the background from start-up (after every `on_start`) until
+    /// shutdown cancels its token; the server waits for it to return.
+    pub fn task<F, Fut>(&mut self, name: &'static str, task: F)
+    where
+        F: Fn(Context, CancellationToken) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let task: Task = Arc::new(move |ctx, token| Box::pin(task(ctx, token)));
+        self.registry.tasks.push((name, task, self.module));
     }
 
     /// The module's `[modules.<name>]` table, or the type's defaults when absent.
@@ -286,5 +412,78 @@ impl Registrar<'_> {
             }
             None => entries.push((name, route)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    trait Greeter: Send + Sync {
+        fn greet(&self) -> &'static str;
+    }
+
+    struct English;
+    impl Greeter for English {
+        fn greet(&self) -> &'static str {
+            "hello"
+        }
+    }
+
+    fn start_owner(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
+        reg.component("svc.example.org", "example.org", |_, _| {})?;
+        reg.provide::<dyn Greeter>(Arc::new(English));
+        reg.iq_get::<xmpp_parsers::ping::Ping, _, _>(Scope::Component, |_, _| async { Ok(None) });
+        Ok(())
+    }
+
+    fn start_generic(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
+        reg.iq_get::<xmpp_parsers::ping::Ping, _, _>(Scope::Component, |_, _| async { Ok(None) });
+        reg.iq_get::<xmpp_parsers::version::VersionQuery, _, _>(Scope::Component, |_, _| async { Ok(None) });
+        Ok(())
+    }
+
+    fn start_squatter(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
+        reg.component("SVC.example.org", "example.org", |_, _| {})
+    }
+
+    fn start_on_host(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
+        reg.component("example.org", "example.org", |_, _| {})
+    }
+
+    fn spec(name: &'static str, start: fn(&mut Registrar<'_>) -> Result<(), ModuleError>) -> &'static ModuleSpec {
+        Box::leak(Box::new(ModuleSpec { name, summary: "", specs: &[], migrations: None, forget_user: None, start }))
+    }
+
+    #[test]
+    fn components_have_one_owner_and_never_take_a_virtual_host() {
+        let mut registry = Registry::new(vec!["example.org".into()]);
+        registry.start_module(spec("generic", start_generic), None).expect("generic");
+        registry.start_module(spec("owner", start_owner), None).expect("owner");
+        assert!(registry.start_module(spec("squatter", start_squatter), None).is_err(), "same domain, other case");
+        assert!(registry.start_module(spec("host", start_on_host), None).is_err(), "a virtual host");
+        assert_eq!(registry.component("svc.example.org").map(|c| c.module), Some(1));
+    }
+
+    #[test]
+    fn component_iqs_prefer_the_owner_then_modules_without_components() {
+        let mut registry = Registry::new(vec!["example.org".into()]);
+        registry.start_module(spec("generic", start_generic), None).expect("generic");
+        registry.start_module(spec("owner", start_owner), None).expect("owner");
+        let ping = registry.component_iq_handler(IqKind::Get, "svc.example.org", xmpp_parsers::ns::PING, "ping");
+        assert_eq!(ping.map(|r| r.module), Some(1));
+        let version = registry.component_iq_handler(IqKind::Get, "svc.example.org", xmpp_parsers::ns::VERSION, "query");
+        assert_eq!(version.map(|r| r.module), Some(0));
+        assert!(
+            registry.component_iq_handler(IqKind::Get, "other.example.org", xmpp_parsers::ns::PING, "ping").is_none()
+        );
+    }
+
+    #[test]
+    fn services_are_found_by_trait() {
+        let mut registry = Registry::new(vec!["example.org".into()]);
+        assert!(registry.service::<dyn Greeter>().is_none());
+        registry.start_module(spec("owner", start_owner), None).expect("owner");
+        assert_eq!(registry.service::<dyn Greeter>().map(|g| g.greet()), Some("hello"));
     }
 }

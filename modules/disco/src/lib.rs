@@ -1,12 +1,18 @@
-//! XEP-0030: Service Discovery — answers `disco#info` and `disco#items` for the server
-//! and for accounts, from what every enabled module registered.
+//! XEP-0030: Service Discovery — answers `disco#info` and `disco#items` for the server,
+//! for accounts and for component domains, from what every enabled module registered.
 //!
 //! The server is `server/im` (XEP-0030 §3.1, the Registrar's category list); an account
-//! is `account/registered`. Features come from the registry, so a module that is not
-//! enabled is not advertised. A query on an unknown `node` is `item-not-found`.
+//! is `account/registered`; a component shows the identities its module registered.
+//! Features come from the registry, so a module that is not enabled is not advertised.
+//! The server's `disco#items` lists its components (`conference.…`, `upload.…`), which
+//! is how clients find them (XEP-0030 §4, XEP-0045 §6.1). A query on an unknown `node`
+//! is `item-not-found`.
 
 use starling_api::module::DiscoIdentity;
-use starling_api::xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity};
+use starling_api::module::DiscoIdentity as RegisteredIdentity;
+use starling_api::xmpp_parsers::disco::{
+    DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item,
+};
 use starling_api::xmpp_parsers::ns;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{
@@ -32,7 +38,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
 };
 
 fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
-    for scope in [Scope::Server, Scope::Account] {
+    for scope in [Scope::Server, Scope::Account, Scope::Component] {
         reg.disco_feature(scope, ns::DISCO_INFO);
         reg.disco_feature(scope, ns::DISCO_ITEMS);
     }
@@ -45,10 +51,35 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     reg.iq_get::<DiscoInfoQuery, _, _>(Scope::OwnAccount, |ctx, req| {
         info(ctx, req, &[Scope::Account, Scope::OwnAccount])
     });
-    for scope in [Scope::Server, Scope::Account, Scope::OwnAccount] {
+    reg.iq_get::<DiscoInfoQuery, _, _>(Scope::Component, component_info);
+    for scope in [Scope::Server, Scope::Account, Scope::OwnAccount, Scope::Component] {
         reg.iq_get::<DiscoItemsQuery, _, _>(scope, items);
     }
     Ok(())
+}
+
+async fn component_info(ctx: Context, req: IqRequest<DiscoInfoQuery>) -> IqResult {
+    if req.payload.node.is_some() {
+        return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound));
+    }
+    let Some((found, features)) = caps::component_disco_info(&ctx, req.to.domain().as_str()) else {
+        return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound));
+    };
+    let result = DiscoInfoResult { node: None, identities: identities(&found), features, extensions: Vec::new() };
+    Ok(Some(result.into()))
+}
+
+fn identities(found: &[RegisteredIdentity]) -> Vec<Identity> {
+    found
+        .iter()
+        .map(|identity| {
+            let mut id = Identity::new_anonymous::<_, _, String, String>(identity.category, identity.type_);
+            if !identity.name.is_empty() {
+                id.name = Some(identity.name.to_owned());
+            }
+            id
+        })
+        .collect()
 }
 
 async fn info(ctx: Context, req: IqRequest<DiscoInfoQuery>, scopes: &'static [Scope]) -> IqResult {
@@ -64,24 +95,32 @@ async fn info(ctx: Context, req: IqRequest<DiscoInfoQuery>, scopes: &'static [Sc
         }
         Some(_) => return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound)),
     };
-    let identities = found
-        .iter()
-        .map(|identity| {
-            let mut id = Identity::new_anonymous::<_, _, String, String>(identity.category, identity.type_);
-            if !identity.name.is_empty() {
-                id.name = Some(identity.name.to_owned());
-            }
-            id
-        })
-        .collect();
-    let result = DiscoInfoResult { node, identities, features, extensions: Vec::new() };
+    let result = DiscoInfoResult { node, identities: identities(&found), features, extensions: Vec::new() };
     Ok(Some(result.into()))
 }
 
-async fn items(_ctx: Context, req: IqRequest<DiscoItemsQuery>) -> IqResult {
+/// Items of the server are its components; accounts and components list nothing here
+/// (a component with items of its own, such as MUC rooms, answers for itself).
+async fn items(ctx: Context, req: IqRequest<DiscoItemsQuery>) -> IqResult {
     if req.payload.node.is_some() {
         return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound));
     }
-    let result = DiscoItemsResult { node: None, items: Vec::new(), rsm: None };
+    let mut items = Vec::new();
+    let host = req.to.domain().as_str();
+    if req.to.node().is_none() && ctx.is_local_host(host) {
+        let registry = ctx.registry();
+        let mut domains: Vec<&str> = registry
+            .components()
+            .filter(|(_, route)| route.host == host && ctx.module_enabled(registry.modules()[route.module].name, host))
+            .map(|(domain, _)| domain)
+            .collect();
+        domains.sort_unstable();
+        for domain in domains {
+            if let Ok(jid) = starling_api::parse_jid(domain) {
+                items.push(Item { jid, node: None, name: None });
+            }
+        }
+    }
+    let result = DiscoItemsResult { node: None, items, rsm: None };
     Ok(Some(result.into()))
 }

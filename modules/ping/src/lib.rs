@@ -15,8 +15,11 @@ pub static MODULE: ModuleSpec = ModuleSpec {
 };
 
 fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
-    reg.disco_feature(Scope::Server, ns::PING);
-    reg.iq_get::<Ping, _, _>(Scope::Server, pong);
+    // Components answer pings too (XEP-0199 §4.3; MUC self-pings go to rooms instead).
+    for scope in [Scope::Server, Scope::Component] {
+        reg.disco_feature(scope, ns::PING);
+        reg.iq_get::<Ping, _, _>(scope, pong);
+    }
     Ok(())
 }
 
