@@ -521,6 +521,7 @@ mod tests {
                 software: "Starling",
                 version: "test",
                 hosts: config.server.hosts.clone(),
+                admins: Vec::new(),
                 started_at: SystemTime::now(),
             },
             registry,

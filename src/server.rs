@@ -106,6 +106,7 @@ impl Server {
                 software: "Starling",
                 version: env!("CARGO_PKG_VERSION"),
                 hosts: config.server.hosts.clone(),
+                admins: config.server.admins.iter().filter_map(|a| starling_api::parse_bare_jid(a).ok()).collect(),
                 started_at: SystemTime::now(),
             },
             registry,

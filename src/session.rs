@@ -189,6 +189,15 @@ impl starling_api::Sessions for SessionTable {
         let table = self.by_user.read().unwrap_or_else(|e| e.into_inner());
         table.values().map(Vec::len).sum()
     }
+
+    fn of_host(&self, host: &str) -> Vec<(FullJid, bool)> {
+        let table = self.by_user.read().unwrap_or_else(|e| e.into_inner());
+        table
+            .iter()
+            .filter(|(user, _)| user.domain().as_str() == host)
+            .flat_map(|(_, sessions)| sessions.iter().map(|s| (s.jid.clone(), s.is_available())))
+            .collect()
+    }
 }
 
 #[cfg(test)]

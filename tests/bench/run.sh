@@ -38,7 +38,7 @@ auth_failures = 1000000
 [log]
 level = "warn"
 [modules]
-enabled = ["disco", "roster", "offline", "carbons", "vcard", "blocking", "ping", "version", "time"]
+enabled = ["disco", "roster", "offline", "carbons", "vcard", "blocking", "adhoc", "admin", "ping", "version", "time"]
 TOML
 
 echo pw | "$BIN" --config "$WORK/starling.toml" user add-range u 1 "$USERS" bench.test

@@ -38,6 +38,9 @@ pub trait Sessions: Send + Sync {
     fn resources(&self, user: &BareJid) -> Vec<FullJid>;
     /// Number of bound client sessions on this server.
     fn count(&self) -> usize;
+    /// Full JIDs of every bound session of accounts of `host`, and whether each has
+    /// sent available presence.
+    fn of_host(&self, host: &str) -> Vec<(FullJid, bool)>;
 }
 
 /// Facts about this server.
@@ -49,6 +52,8 @@ pub struct ServerInfo {
     pub version: &'static str,
     /// The virtual hosts this server serves.
     pub hosts: Vec<String>,
+    /// The administrators (`[server] admins`).
+    pub admins: Vec<BareJid>,
     /// When the server started.
     pub started_at: SystemTime,
 }
@@ -118,6 +123,11 @@ impl Context {
     /// Server facts.
     pub fn server(&self) -> &ServerInfo {
         &self.inner.server
+    }
+
+    /// Whether `jid` (any resource) is a server administrator.
+    pub fn is_admin(&self, jid: &jid::Jid) -> bool {
+        self.inner.server.admins.contains(&jid.to_bare())
     }
 
     /// Whether `domain` is one of this server's virtual hosts.

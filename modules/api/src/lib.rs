@@ -11,8 +11,10 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod adhoc;
 pub mod caps;
 pub mod context;
+pub mod disco;
 pub mod error;
 pub mod hooks;
 pub mod iq;

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::adhoc::{Access, AdhocCommand, CommandRequest, CommandStep};
+use crate::disco::{DiscoItemsFn, DiscoNodeInfoFn, DiscoQuery};
 use crate::hooks::{Event, Flow, Hooks};
 use crate::iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult, erase};
 use crate::{Context, Migrations, ModuleError, Stanza};
@@ -149,6 +151,9 @@ pub struct Registry {
     tasks: Vec<(&'static str, Task, usize)>,
     components: HashMap<String, ComponentRoute>,
     services: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    disco_items: Vec<(Scope, DiscoItemsFn, usize)>,
+    disco_node_info: Vec<(Scope, DiscoNodeInfoFn, usize)>,
+    commands: Vec<(AdhocCommand, usize)>,
     hosts: Vec<String>,
     hooks: Hooks,
 }
@@ -207,6 +212,21 @@ impl Registry {
     /// Background tasks, with their names and owning modules.
     pub fn tasks(&self) -> impl Iterator<Item = (&'static str, &Task, &'static ModuleSpec)> + '_ {
         self.tasks.iter().map(|(name, task, m)| (*name, task, self.modules[*m]))
+    }
+
+    /// Disco#items providers for `scope`, with the owning module's index.
+    pub fn disco_items(&self, scope: Scope) -> impl Iterator<Item = (&DiscoItemsFn, usize)> + '_ {
+        self.disco_items.iter().filter(move |(s, _, _)| *s == scope).map(|(_, f, m)| (f, *m))
+    }
+
+    /// Disco#info node providers for `scope`, with the owning module's index.
+    pub fn disco_node_info(&self, scope: Scope) -> impl Iterator<Item = (&DiscoNodeInfoFn, usize)> + '_ {
+        self.disco_node_info.iter().filter(move |(s, _, _)| *s == scope).map(|(_, f, m)| (f, *m))
+    }
+
+    /// The registered ad-hoc commands (XEP-0050), with the owning module's index.
+    pub fn adhoc_commands(&self) -> impl Iterator<Item = (&AdhocCommand, usize)> + '_ {
+        self.commands.iter().map(|(c, m)| (c, *m))
     }
 
     /// The service of type `T` a module provided (see [`Registrar::provide`]).
@@ -314,6 +334,38 @@ impl Registrar<'_> {
         let route = ComponentRoute { module: self.module, host: host.to_owned(), handler: Arc::new(handler) };
         self.registry.components.insert(domain, route);
         Ok(())
+    }
+
+    /// Contributes items to `disco#items` answers of entities of `scope` (see
+    /// [`crate::disco`]).
+    pub fn disco_items<F, Fut>(&mut self, scope: Scope, provider: F)
+    where
+        F: Fn(Context, DiscoQuery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Vec<xmpp_parsers::disco::Item>>> + Send + 'static,
+    {
+        let provider: DiscoItemsFn = Arc::new(move |ctx, query| Box::pin(provider(ctx, query)));
+        self.registry.disco_items.push((scope, provider, self.module));
+    }
+
+    /// Answers `disco#info` on nodes of entities of `scope` (see [`crate::disco`]).
+    pub fn disco_node_info<F, Fut>(&mut self, scope: Scope, provider: F)
+    where
+        F: Fn(Context, DiscoQuery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<xmpp_parsers::disco::DiscoInfoResult>> + Send + 'static,
+    {
+        let provider: DiscoNodeInfoFn = Arc::new(move |ctx, query| Box::pin(provider(ctx, query)));
+        self.registry.disco_node_info.push((scope, provider, self.module));
+    }
+
+    /// Offers an ad-hoc command (XEP-0050) on the server's hosts; the `adhoc` module
+    /// lists and runs it (see [`crate::adhoc`]).
+    pub fn adhoc_command<F, Fut>(&mut self, node: &'static str, name: &'static str, access: Access, handler: F)
+    where
+        F: Fn(Context, CommandRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<CommandStep, xmpp_parsers::stanza_error::StanzaError>> + Send + 'static,
+    {
+        let handler: crate::adhoc::CommandFn = Arc::new(move |ctx, req| Box::pin(handler(ctx, req)));
+        self.registry.commands.push((AdhocCommand { node, name, access, handler }, self.module));
     }
 
     /// Provides a typed service other modules reach with [`Context::service`], e.g.

@@ -5,9 +5,12 @@
 //! is `account/registered`; a component shows the identities its module registered.
 //! Features come from the registry, so a module that is not enabled is not advertised.
 //! The server's `disco#items` lists its components (`conference.…`, `upload.…`), which
-//! is how clients find them (XEP-0030 §4, XEP-0045 §6.1). A query on an unknown `node`
-//! is `item-not-found`.
+//! is how clients find them (XEP-0030 §4, XEP-0045 §6.1). Other modules add items and
+//! node answers through providers (`Registrar::disco_items`, `disco_node_info`: a PEP
+//! service's nodes, the ad-hoc commands node). A query on a node nobody serves is
+//! `item-not-found`.
 
+use starling_api::disco::DiscoQuery;
 use starling_api::module::DiscoIdentity;
 use starling_api::module::DiscoIdentity as RegisteredIdentity;
 use starling_api::xmpp_parsers::disco::{
@@ -52,15 +55,49 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
         info(ctx, req, &[Scope::Account, Scope::OwnAccount])
     });
     reg.iq_get::<DiscoInfoQuery, _, _>(Scope::Component, component_info);
-    for scope in [Scope::Server, Scope::Account, Scope::OwnAccount, Scope::Component] {
-        reg.iq_get::<DiscoItemsQuery, _, _>(scope, items);
-    }
+    reg.iq_get::<DiscoItemsQuery, _, _>(Scope::Server, |ctx, req| items(ctx, req, &[Scope::Server]));
+    reg.iq_get::<DiscoItemsQuery, _, _>(Scope::Account, |ctx, req| items(ctx, req, &[Scope::Account]));
+    reg.iq_get::<DiscoItemsQuery, _, _>(Scope::OwnAccount, |ctx, req| {
+        items(ctx, req, &[Scope::Account, Scope::OwnAccount])
+    });
+    reg.iq_get::<DiscoItemsQuery, _, _>(Scope::Component, |ctx, req| items(ctx, req, &[Scope::Component]));
     Ok(())
 }
 
+/// The first provider's answer for a node of an entity of `scopes`.
+async fn node_info(ctx: &Context, query: DiscoQuery, scopes: &[Scope]) -> Option<DiscoInfoResult> {
+    let host = query.to.domain().to_string();
+    let providers: Vec<_> = scopes
+        .iter()
+        .flat_map(|scope| ctx.registry().disco_node_info(*scope))
+        .filter(|(_, module)| module_runs(ctx, *module, &host))
+        .map(|(provider, _)| provider.clone())
+        .collect();
+    for provider in providers {
+        if let Some(answer) = provider(ctx.clone(), query.clone()).await {
+            return Some(answer);
+        }
+    }
+    None
+}
+
+/// Whether module `module` runs for `host` (component hosts count as their own).
+fn module_runs(ctx: &Context, module: usize, host: &str) -> bool {
+    let host = ctx.registry().component(host).map_or(host, |c| c.host.as_str());
+    ctx.registry().modules().get(module).is_some_and(|m| ctx.module_enabled(m.name, host))
+}
+
+fn query_of<P>(req: &IqRequest<P>, node: Option<String>) -> DiscoQuery {
+    DiscoQuery { from: req.from.clone(), to: req.to.clone(), node }
+}
+
 async fn component_info(ctx: Context, req: IqRequest<DiscoInfoQuery>) -> IqResult {
-    if req.payload.node.is_some() {
-        return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound));
+    if let Some(node) = req.payload.node.clone() {
+        let query = query_of(&req, Some(node));
+        return match node_info(&ctx, query, &[Scope::Component]).await {
+            Some(answer) => Ok(Some(answer.into())),
+            None => Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound)),
+        };
     }
     let Some((found, features)) = caps::component_disco_info(&ctx, req.to.domain().as_str()) else {
         return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound));
@@ -86,28 +123,52 @@ async fn info(ctx: Context, req: IqRequest<DiscoInfoQuery>, scopes: &'static [Sc
     let host = req.to.domain().to_string();
     let (found, features) = caps::disco_info(&ctx, &host, scopes);
     // XEP-0115 §6.2: the server's own caps node answers like the server.
-    let node = match req.payload.node {
+    let node = match req.payload.node.clone() {
         None => None,
         Some(node)
             if scopes == [Scope::Server] && node == format!("{}#{}", caps::CAPS_NODE, caps::ver(&found, &features)) =>
         {
             Some(node)
         }
-        Some(_) => return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound)),
+        Some(node) => {
+            return match node_info(&ctx, query_of(&req, Some(node)), scopes).await {
+                Some(answer) => Ok(Some(answer.into())),
+                None => Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound)),
+            };
+        }
     };
     let result = DiscoInfoResult { node, identities: identities(&found), features, extensions: Vec::new() };
     Ok(Some(result.into()))
 }
 
-/// Items of the server are its components; accounts and components list nothing here
-/// (a component with items of its own, such as MUC rooms, answers for itself).
-async fn items(ctx: Context, req: IqRequest<DiscoItemsQuery>) -> IqResult {
-    if req.payload.node.is_some() {
+/// Items of the server are its components; providers add theirs (a component with items
+/// of its own, such as MUC rooms, may answer for itself instead). For a node, the first
+/// provider serving it answers.
+async fn items(ctx: Context, req: IqRequest<DiscoItemsQuery>, scopes: &'static [Scope]) -> IqResult {
+    let node = req.payload.node.clone();
+    let host = req.to.domain().to_string();
+    let providers: Vec<_> = scopes
+        .iter()
+        .flat_map(|scope| ctx.registry().disco_items(*scope))
+        .filter(|(_, module)| module_runs(&ctx, *module, &host))
+        .map(|(provider, _)| provider.clone())
+        .collect();
+    let mut items = Vec::new();
+    let mut served = node.is_none();
+    for provider in providers {
+        if let Some(found) = provider(ctx.clone(), query_of(&req, node.clone())).await {
+            items.extend(found);
+            served = true;
+            if node.is_some() {
+                break;
+            }
+        }
+    }
+    if !served {
         return Err(stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound));
     }
-    let mut items = Vec::new();
-    let host = req.to.domain().as_str();
-    if req.to.node().is_none() && ctx.is_local_host(host) {
+    let host = host.as_str();
+    if node.is_none() && req.to.node().is_none() && ctx.is_local_host(host) {
         let registry = ctx.registry();
         let mut domains: Vec<&str> = registry
             .components()
@@ -121,6 +182,6 @@ async fn items(ctx: Context, req: IqRequest<DiscoItemsQuery>) -> IqResult {
             }
         }
     }
-    let result = DiscoItemsResult { node: None, items, rsm: None };
+    let result = DiscoItemsResult { node, items, rsm: None };
     Ok(Some(result.into()))
 }

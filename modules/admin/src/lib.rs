@@ -1,0 +1,133 @@
+//! XEP-0133: Service Administration — the administrators' ad-hoc commands (XEP-0050),
+//! run through the `adhoc` module by the accounts listed in `[server] admins`.
+//!
+//! Commands today: Get Number of Online Users (§4.15), Get List of Online Users
+//! (§4.20) and Send Announcement to Online Users (§4.23). "Online" counts accounts with
+//! at least one bound session on the host the command is sent to.
+
+mod form;
+
+use std::collections::BTreeSet;
+
+use starling_api::adhoc::{Access, CommandRequest, CommandStep};
+use starling_api::xmpp_parsers::data_forms::FieldType;
+use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use starling_api::{Context, ModuleSpec, Registrar, Spec, SpecSupport, Stanza, Support, stanza_error};
+
+use form::{choice, field, required};
+
+/// The module.
+pub static MODULE: ModuleSpec = ModuleSpec {
+    name: "admin",
+    summary: "XEP-0133 Service Administration commands for the server's administrators",
+    specs: &[SpecSupport { spec: Spec::Xep(133), version: "1.3.1", status: Support::Partial, features: &[] }],
+    migrations: None,
+    forget_user: None,
+    start,
+};
+
+fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#get-online-users-num",
+        "Get Number of Online Users",
+        Access::Admin,
+        online_users_num,
+    );
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#get-online-users-list",
+        "Get List of Online Users",
+        Access::Admin,
+        online_users_list,
+    );
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#announce",
+        "Send Announcement to Online Users",
+        Access::Admin,
+        announce,
+    );
+    Ok(())
+}
+
+/// Accounts of `host` with at least one bound session, sorted.
+fn online_users(ctx: &Context, host: &str) -> BTreeSet<String> {
+    ctx.sessions().of_host(host).into_iter().map(|(jid, _)| jid.to_bare().to_string()).collect()
+}
+
+/// §4.15: one step, the number as a result form.
+async fn online_users_num(ctx: Context, req: CommandRequest) -> Result<CommandStep, StanzaError> {
+    let count = online_users(&ctx, &req.host).len();
+    let result = form::result(vec![field(
+        "onlineusersnum",
+        FieldType::TextSingle,
+        "The number of online users",
+        vec![count.to_string()],
+    )]);
+    Ok(CommandStep::Completed { notes: Vec::new(), result: Some(result) })
+}
+
+const MAX_ITEMS: [&str; 7] = ["25", "50", "75", "100", "150", "200", "none"];
+
+/// §4.20: how many to list, then the list.
+async fn online_users_list(ctx: Context, req: CommandRequest) -> Result<CommandStep, StanzaError> {
+    if req.stage == 0 && req.form.is_none() {
+        let form = form::form(
+            "Getting List of Online Users",
+            vec![choice("max_items", "Maximum number of items to show", &MAX_ITEMS, "25")],
+        );
+        return Ok(CommandStep::Form { form, last: true });
+    }
+    let limit = match req.value("max_items").as_deref() {
+        None | Some("none") => usize::MAX,
+        Some(n) => n.parse().map_err(|_| bad_request())?,
+    };
+    let users: Vec<String> = online_users(&ctx, &req.host).into_iter().take(limit).collect();
+    let result =
+        form::result(vec![field("onlineuserjids", FieldType::JidMulti, "The list of all online users", users)]);
+    Ok(CommandStep::Completed { notes: Vec::new(), result: Some(result) })
+}
+
+/// §4.23: subject and text, sent as a headline from the host to every online session.
+async fn announce(ctx: Context, req: CommandRequest) -> Result<CommandStep, StanzaError> {
+    if req.stage == 0 && req.form.is_none() {
+        let form = form::form(
+            "Making an Announcement",
+            vec![
+                field("subject", FieldType::TextSingle, "Subject", Vec::new()),
+                required(field("announcement", FieldType::TextMulti, "Announcement", Vec::new())),
+            ],
+        );
+        return Ok(CommandStep::Form { form, last: true });
+    }
+    let text = req.values("announcement").join("\n");
+    if text.trim().is_empty() {
+        return Err(bad_request());
+    }
+    let subject = req.value("subject");
+    let mut sent = 0;
+    for (jid, _) in ctx.sessions().of_host(&req.host) {
+        ctx.send(headline(&req.host, &jid.to_string(), subject.as_deref(), &text));
+        sent += 1;
+    }
+    Ok(CommandStep::done(format!("Announcement sent to {sent} sessions.")))
+}
+
+fn headline(from: &str, to: &str, subject: Option<&str>, body: &str) -> Stanza {
+    let mut children = Vec::new();
+    if let Some(subject) = subject {
+        children.extend_from_slice(b"<subject>");
+        starling_api::stanza::escape_text(&mut children, subject);
+        children.extend_from_slice(b"</subject>");
+    }
+    children.extend_from_slice(b"<body>");
+    starling_api::stanza::escape_text(&mut children, body);
+    children.extend_from_slice(b"</body>");
+    let mut message = Stanza::new("message", "jabber:client").with_children_xml(children.into());
+    message.set_attr("from", Some(from));
+    message.set_attr("to", Some(to));
+    message.set_attr("type", Some("headline"));
+    message
+}
+
+fn bad_request() -> StanzaError {
+    stanza_error(ErrorType::Modify, DefinedCondition::BadRequest)
+}
