@@ -14,6 +14,9 @@
 //! | component domain            | the component's handler                                   | the component's handler           | module, scope `Component`, else the component's handler | the component's handler |
 //! | JID under a component domain| the component's handler                                   | the component's handler           | the component's handler        | the component's handler |
 //!
+//! Every message to a local account, bare or full JID, first passes the
+//! `MessageToAccount` hook (the archive stamps its stanza id there).
+//!
 //! "No module" means `service-unavailable` (RFC 6120 §8.4). An IQ handled by a module
 //! runs on its own task, so a slow database never stalls the sender's session. A
 //! component (MUC, upload…) is a domain a module serves (`Registrar::component`); when
@@ -28,7 +31,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jid::{BareJid, Jid};
-use starling_api::hooks::{MessageDelivered, MessageUndelivered, PresenceToAccount, Routing};
+use starling_api::hooks::{MessageDelivered, MessageToAccount, MessageUndelivered, PresenceToAccount, Routing};
 use starling_api::iq::IqRequest;
 use starling_api::module::{ComponentRoute, IqRoute};
 use starling_api::reply::{error_reply, iq_result};
@@ -134,10 +137,26 @@ impl StanzaRouter {
         if !self.is_local_host(to.domain().as_str()) {
             return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound);
         }
+        let stanza = match (kind, to.node().is_some()) {
+            (Kind::Message, true) => self.message_to_account(stanza, &to),
+            _ => stanza,
+        };
         match (to.node().is_some(), to.resource().is_some()) {
             (false, _) => self.to_host(kind, stanza, &to),
             (true, false) => self.to_bare(kind, stanza, to.to_bare(), from),
             (true, true) => self.to_full(kind, stanza, to),
+        }
+    }
+
+    /// Fires [`MessageToAccount`] (the archive stamps its stanza id) when anyone listens.
+    fn message_to_account(&self, stanza: Stanza, to: &Jid) -> Stanza {
+        match self.context.get() {
+            Some(context) if context.registry().hooks().has::<MessageToAccount>() => {
+                let mut event = MessageToAccount { to: to.to_bare(), stanza };
+                context.run_hook(&mut event);
+                event.stanza
+            }
+            _ => stanza,
         }
     }
 

@@ -177,6 +177,19 @@ pub struct MessageDelivered {
     pub stanza: Stanza,
 }
 
+/// A message addressed to a local account (its bare JID or one of its full JIDs) is
+/// about to be delivered or stored, whoever sent it. Fired once by the router, before
+/// the RFC 6121 §8.5 delivery rules; handlers may change the stanza (the archive
+/// stamps its XEP-0359 `<stanza-id/>` here, so live, offline and resent copies all
+/// carry it). Default: deliver it.
+#[derive(Debug)]
+pub struct MessageToAccount {
+    /// The account.
+    pub to: BareJid,
+    /// The message.
+    pub stanza: Stanza,
+}
+
 macro_rules! host_of {
     ($($event:ty => |$e:ident| $host:expr;)*) => {$(
         impl Event for $event {
@@ -198,4 +211,5 @@ host_of! {
     MessageSent => |e| e.from.domain().as_str();
     Routing => |e| e.to.domain().as_str();
     MessageDelivered => |e| e.to.domain().as_str();
+    MessageToAccount => |e| e.to.domain().as_str();
 }

@@ -12,6 +12,7 @@
 
 pub mod address;
 pub mod adhoc;
+pub mod archive;
 pub mod caps;
 pub mod context;
 pub mod disco;
@@ -20,6 +21,7 @@ pub mod hooks;
 pub mod iq;
 pub mod module;
 pub mod reply;
+pub mod roster;
 pub mod stanza;
 pub mod storage;
 

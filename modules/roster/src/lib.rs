@@ -18,7 +18,11 @@ use std::sync::{Arc, Mutex};
 use starling_api::hooks::{PresenceBroadcast, PresenceToAccount, SessionEnded, SubscriptionOut};
 use starling_api::jid::FullJid;
 use starling_api::xmpp_parsers::roster::Roster;
-use starling_api::{Migrations, ModuleSpec, Registrar, Scope, Spec, SpecSupport, Stanza, Support};
+use starling_api::jid::BareJid;
+use starling_api::roster::{RosterContact, RosterService};
+use starling_api::{
+    BoxFuture, Context, Migrations, ModuleSpec, Registrar, Scope, Spec, SpecSupport, Stanza, StorageError, Support,
+};
 
 /// The module.
 pub static MODULE: ModuleSpec = ModuleSpec {
@@ -59,7 +63,32 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     reg.hook::<SessionEnded, _>(0, move |ctx, event| presence::on_session_ended(ctx, event, &s));
     let s = state.clone();
     reg.hook::<SubscriptionOut, _>(0, move |ctx, event| presence::on_subscription_out(ctx, event, &s));
+    reg.provide::<dyn RosterService>(Arc::new(Rosters));
     let s = state;
     reg.hook::<PresenceToAccount, _>(0, move |ctx, event| presence::on_presence_to_account(ctx, event, &s));
     Ok(())
+}
+
+/// The roster as a typed service for other modules.
+struct Rosters;
+
+impl RosterService for Rosters {
+    fn contact(
+        &self,
+        ctx: &Context,
+        account: &BareJid,
+        contact: &BareJid,
+    ) -> BoxFuture<'static, Result<Option<RosterContact>, StorageError>> {
+        let host = account.domain().to_string();
+        let user = account.node().map(|n| n.to_string()).unwrap_or_default();
+        let contact = contact.to_string();
+        let db = ctx.db().clone();
+        Box::pin(async move {
+            let item = db.run(move |c| store::item(c, &host, &user, &contact)).await?;
+            Ok(item.filter(|item| item.state.in_roster).map(|item| RosterContact {
+                subscription: item.state.subscription.into(),
+                groups: item.groups,
+            }))
+        })
+    }
 }

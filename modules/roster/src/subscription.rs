@@ -57,6 +57,17 @@ impl Subscription {
     }
 }
 
+impl From<Subscription> for starling_api::roster::Subscription {
+    fn from(value: Subscription) -> Self {
+        match value {
+            Subscription::None => starling_api::roster::Subscription::None,
+            Subscription::To => starling_api::roster::Subscription::To,
+            Subscription::From => starling_api::roster::Subscription::From,
+            Subscription::Both => starling_api::roster::Subscription::Both,
+        }
+    }
+}
+
 /// The subscription-related state of one contact in one account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ItemState {
