@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use starling_api::hooks::{PresenceBroadcast, PresenceToAccount, SessionEnded, SubscriptionOut};
-use starling_api::jid::FullJid;
-use starling_api::xmpp_parsers::roster::Roster;
 use starling_api::jid::BareJid;
+use starling_api::jid::FullJid;
 use starling_api::roster::{RosterContact, RosterService};
+use starling_api::xmpp_parsers::roster::Roster;
 use starling_api::{
     BoxFuture, Context, Migrations, ModuleSpec, Registrar, Scope, Spec, SpecSupport, Stanza, StorageError, Support,
 };
@@ -85,10 +85,9 @@ impl RosterService for Rosters {
         let db = ctx.db().clone();
         Box::pin(async move {
             let item = db.run(move |c| store::item(c, &host, &user, &contact)).await?;
-            Ok(item.filter(|item| item.state.in_roster).map(|item| RosterContact {
-                subscription: item.state.subscription.into(),
-                groups: item.groups,
-            }))
+            Ok(item
+                .filter(|item| item.state.in_roster)
+                .map(|item| RosterContact { subscription: item.state.subscription.into(), groups: item.groups }))
         })
     }
 }

@@ -1,0 +1,271 @@
+//! The archive: the routing hooks that archive every message once per owner, and the
+//! [`ArchiveService`] other modules (MUC) and the IQ handlers use.
+//!
+//! The rule ("never lost, never twice", docs/architecture.md): a message is archived
+//! for its recipient when the router decides where it goes (`MessageToAccount`),
+//! before it is delivered, stored offline or bounced, and the copy that travels on
+//! carries the new `<stanza-id by=recipient/>`. Any later pass of the same copy —
+//! from offline storage, or re-routed after a stream-management session expired —
+//! still carries that id, which verifies (stanza_id.rs), so it is not archived again.
+//! The sender's copy is archived when the client sends it (`MessageSent`), except a
+//! message to the sender's own bare JID, whose recipient copy is the same archive.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use starling_api::archive::{ArchiveQuery, ArchiveService, NS_STANZA_ID};
+use starling_api::hooks::{MessageSent, MessageToAccount};
+use starling_api::jid::{BareJid, Jid};
+use starling_api::minidom::Element;
+use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use starling_api::{BoxFuture, Context, Flow, Stanza, parse_jid, stanza_error, tracing};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::MamConfig;
+use crate::archivable::archivable;
+use crate::prefs::{Decision, PrefsTable};
+use crate::query;
+use crate::stanza_id::IdKey;
+use crate::store::{self, Filter, NewMessage};
+use crate::tokens;
+use crate::writer::{Job, Pending};
+
+/// The module's shared state.
+pub struct Archive {
+    pub(crate) config: MamConfig,
+    pub(crate) key: OnceLock<IdKey>,
+    pub(crate) jobs: OnceLock<mpsc::Sender<Job>>,
+    pub(crate) prefs: PrefsTable,
+    last_us: AtomicI64,
+}
+
+impl Archive {
+    pub(crate) fn new(config: MamConfig) -> Archive {
+        Archive {
+            config,
+            key: OnceLock::new(),
+            jobs: OnceLock::new(),
+            prefs: PrefsTable::default(),
+            last_us: AtomicI64::new(0),
+        }
+    }
+
+    /// Strictly increasing µs timestamps, so archive order and time order agree.
+    fn now_us(&self) -> i64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+        let mut last = self.last_us.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self.last_us.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// Queues a message; returns its stanza id, or `None` when the archive is not
+    /// running or its queue is full (the message then goes unarchived, not undelivered).
+    fn queue(&self, owner: &BareJid, with: &Jid, stanza: &Stanza, if_in_roster: bool) -> Option<String> {
+        let (key, jobs) = (self.key.get()?, self.jobs.get()?);
+        let owner = owner.to_string();
+        let stanza_id = key.new_id(&owner);
+        let row = NewMessage {
+            owner,
+            stanza_id: stanza_id.clone(),
+            created_us: self.now_us(),
+            with_bare: with.to_bare().to_string(),
+            with_resource: with.resource().map(|r| r.to_string()).unwrap_or_default(),
+            search_text: String::new(),
+            stanza: String::from_utf8_lossy(&stanza.to_bytes()).into_owned(),
+        };
+        match jobs.try_send(Job::Store(Box::new(Pending { row, if_in_roster }))) {
+            Ok(()) => Some(stanza_id),
+            Err(_) => {
+                tracing::error!("the archive queue is full; a message goes unarchived");
+                None
+            }
+        }
+    }
+
+    /// Waits until everything queued so far is stored.
+    async fn flush(&self) {
+        let Some(jobs) = self.jobs.get() else { return };
+        let (done, stored) = oneshot::channel();
+        if jobs.send(Job::Flush(done)).await.is_ok() {
+            let _ = stored.await;
+        }
+    }
+
+    fn decide(&self, owner: &BareJid, with: &Jid) -> Decision {
+        self.prefs.decide(&owner.to_string(), &with.to_bare().to_string(), self.config.default_mode)
+    }
+
+    /// `MessageSent`: the sender's copy.
+    pub(crate) fn on_sent(&self, ctx: &Context, event: &mut MessageSent) -> Flow {
+        if !archivable(&event.stanza) {
+            return Flow::Continue;
+        }
+        let Some(to) = event.stanza.to().and_then(|to| parse_jid(to).ok()) else { return Flow::Continue };
+        let owner = event.from.to_bare();
+        if to.to_bare() == owner {
+            // The recipient copy, archived by `on_to_account`, is in the same archive.
+            return Flow::Continue;
+        }
+        let decision = self.decide(&owner, &to);
+        if decision != Decision::Skip {
+            let copy = strip_stanza_ids(ctx, &event.stanza, None).0;
+            self.queue(&owner, &to, &copy, decision == Decision::IfInRoster);
+        }
+        Flow::Continue
+    }
+
+    /// `MessageToAccount`: the recipient's copy, stamped with its stanza id.
+    pub(crate) fn on_to_account(&self, ctx: &Context, event: &mut MessageToAccount) -> Flow {
+        let owner = event.to.to_string();
+        let (stanza, already) = strip_stanza_ids(ctx, &event.stanza, self.key.get().map(|k| (k, owner.as_str())));
+        event.stanza = stanza;
+        if already || !archivable(&event.stanza) {
+            return Flow::Continue;
+        }
+        let Some(from) = event.stanza.from().and_then(|f| parse_jid(f).ok()) else { return Flow::Continue };
+        let decision = self.decide(&event.to, &from);
+        if decision == Decision::Skip {
+            return Flow::Continue;
+        }
+        if let Some(id) = self.queue(&event.to, &from, &event.stanza, decision == Decision::IfInRoster) {
+            event.stanza = with_stanza_id(&event.stanza, &owner, &id);
+        }
+        Flow::Continue
+    }
+
+    /// Answers a query on `owner`'s archive (see [`ArchiveService::query`]).
+    pub(crate) async fn answer(
+        &self,
+        ctx: Context,
+        owner: BareJid,
+        requester: Jid,
+        query: ArchiveQuery,
+    ) -> Result<Element, StanzaError> {
+        self.flush().await;
+        let owner_text = owner.to_string();
+        let limit = query.max.unwrap_or(self.config.default_page_size).min(self.config.max_page_size) as i64;
+        let mut filter = Filter {
+            owner: owner_text.clone(),
+            with_bare: query.with.as_ref().map(|w| w.to_bare().to_string()),
+            with_resource: query.with.as_ref().and_then(|w| w.resource().map(|r| r.to_string())),
+            start_us: query.start_us,
+            end_us: query.end_us,
+            ids: query.ids.clone(),
+            fulltext: query.fulltext.as_deref().map(tokens::query_terms),
+            limit,
+            from_end: query.from_end,
+            ..Filter::default()
+        };
+        let (after, before) = (query.after_id.clone(), query.before_id.clone());
+        let page = ctx
+            .db()
+            .run(move |c| {
+                let mut resolve = |id: Option<String>| -> Result<Option<Option<i64>>, diesel::result::Error> {
+                    match id {
+                        None => Ok(Some(None)),
+                        Some(id) => Ok(store::row_of(c, &filter.owner, &id)?.map(Some)),
+                    }
+                };
+                let (Some(after), Some(before)) = (resolve(after)?, resolve(before)?) else { return Ok(None) };
+                filter.after_row = after;
+                filter.before_row = before;
+                store::page(c, &filter).map(Some)
+            })
+            .await?
+            .ok_or_else(|| stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound))?;
+        let requester_text = requester.to_string();
+        let sent: Box<dyn Iterator<Item = &store::Archived>> =
+            if query.flip_page { Box::new(page.rows.iter().rev()) } else { Box::new(page.rows.iter()) };
+        for row in sent {
+            let mut message = Stanza::new("message", "jabber:client");
+            message.set_attr("from", Some(&owner_text));
+            message.set_attr("to", Some(&requester_text));
+            let children =
+                query::result_children(query.query_id.as_deref(), &row.stanza_id, row.created_us, &row.stanza);
+            ctx.send(message.with_children_xml(children.into()));
+        }
+        let first = page.rows.first().map(|r| r.stanza_id.as_str());
+        let last = page.rows.last().map(|r| r.stanza_id.as_str());
+        Ok(query::fin(first, last, Some(page.count), page.complete))
+    }
+}
+
+/// Removes `<stanza-id/>` elements claiming to come from one of our accounts or hosts
+/// (XEP-0359 §5), except ours for `own` = (key, owner) that verifies; returns the
+/// stanza and whether such a verified id was there (the copy is archived already).
+fn strip_stanza_ids(ctx: &Context, stanza: &Stanza, own: Option<(&IdKey, &str)>) -> (Stanza, bool) {
+    if !stanza.child_elements().any(|c| c.name() == "stanza-id" && c.ns() == NS_STANZA_ID) {
+        return (stanza.clone(), false);
+    }
+    let Ok(mut element) = stanza.to_element() else { return (stanza.clone(), false) };
+    let mut verified = false;
+    let is_ours = |by: &str| parse_jid(by).is_ok_and(|jid| ctx.is_local_host(jid.domain().as_str()));
+    let mut kept = Vec::new();
+    for child in element.take_nodes() {
+        if let starling_api::minidom::Node::Element(child) = &child
+            && child.is("stanza-id", NS_STANZA_ID)
+        {
+            let by = child.attr("by").unwrap_or_default();
+            let genuine = own.is_some_and(|(key, owner)| {
+                parse_jid(by).is_ok_and(|jid| jid.as_str() == owner)
+                    && child.attr("id").is_some_and(|id| key.verify(owner, id))
+            });
+            if genuine && !verified {
+                verified = true;
+            } else if is_ours(by) {
+                continue;
+            }
+        }
+        kept.push(child);
+    }
+    for node in kept {
+        element.append_node(node);
+    }
+    (Stanza::from_element(&element), verified)
+}
+
+/// The stanza with `<stanza-id xmlns='urn:xmpp:sid:0' by=owner id=id/>` appended.
+fn with_stanza_id(stanza: &Stanza, owner: &str, id: &str) -> Stanza {
+    let mut children = stanza.children_xml().to_vec();
+    children.extend_from_slice(b"<stanza-id xmlns='urn:xmpp:sid:0'");
+    starling_api::stanza::write_attr(&mut children, "by", owner);
+    starling_api::stanza::write_attr(&mut children, "id", id);
+    children.extend_from_slice(b"/>");
+    stanza.clone().with_children_xml(children.into())
+}
+
+/// The service handed to other modules.
+pub struct Service(pub Arc<Archive>);
+
+impl ArchiveService for Service {
+    fn archive(&self, owner: &BareJid, with: &Jid, message: &Stanza) -> String {
+        // A full queue still gets an id: the caller stamps it, the message is just
+        // not found later (logged by `queue`).
+        match self.0.queue(owner, with, message, false) {
+            Some(id) => id,
+            None => self.0.key.get().map(|k| k.new_id(&owner.to_string())).unwrap_or_default(),
+        }
+    }
+
+    fn query(
+        &self,
+        ctx: &Context,
+        owner: BareJid,
+        requester: Jid,
+        query: ArchiveQuery,
+    ) -> BoxFuture<'static, Result<Element, StanzaError>> {
+        let archive = self.0.clone();
+        let ctx = ctx.clone();
+        Box::pin(async move { archive.answer(ctx, owner, requester, query).await })
+    }
+
+    fn parse_query(&self, query: &Element) -> Result<ArchiveQuery, StanzaError> {
+        query::parse(query)
+    }
+}
