@@ -41,6 +41,27 @@ pub enum Command {
     Modules,
     /// Print the DOAP description of the server (doap.xml).
     Doap,
+    /// Manage message archives (XEP-0313).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+/// `starling archive …`
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Delete archived messages: one account's (--user) or every archive's (--all),
+    /// all of them or only those older than --older-than-days.
+    Purge {
+        /// The account (or room) whose archive to purge, e.g. alice@example.org
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        user: Option<String>,
+        /// Purge every archive.
+        #[arg(long)]
+        all: bool,
+        /// Only messages archived more than this many days ago.
+        #[arg(long)]
+        older_than_days: Option<u32>,
+    },
 }
 
 /// `starling user …`
@@ -175,6 +196,30 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
                     let flag = if user.disabled { " (disabled)" } else { "" };
                     println!("{}@{host}{flag}", user.username);
                 }
+            }
+        }
+        Command::Archive(ArchiveCommand::Purge { user, all: _, older_than_days }) => {
+            if !config.modules.enabled.iter().any(|m| m == "mam") {
+                bail!("the mam module is not enabled: there is no archive to purge");
+            }
+            let owner = match user {
+                Some(user) => Some(
+                    starling_api::parse_bare_jid(user).map_err(|e| anyhow::anyhow!("{user}: {e}"))?.to_string(),
+                ),
+                None => None,
+            };
+            let before_us = older_than_days.map(|days| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as i64)
+                    .unwrap_or(0);
+                now - i64::from(days) * 86_400_000_000
+            });
+            let target = owner.clone();
+            let deleted = db.run(move |c| starling_mod_mam::purge(c, target.as_deref(), before_us)).await?;
+            match owner {
+                Some(owner) => println!("deleted {deleted} archived messages of {owner}"),
+                None => println!("deleted {deleted} archived messages"),
             }
         }
         Command::Serve | Command::CheckConfig | Command::Modules | Command::Doap => {}

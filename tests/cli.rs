@@ -79,6 +79,25 @@ fn check_config_names_the_bad_key() {
 }
 
 #[test]
+fn archive_purge_needs_a_target_and_the_mam_module() {
+    let dir = tempfile::tempdir().expect("dir");
+    let without = write_config(dir.path(), "");
+    let refused = starling(&without, &["archive", "purge", "--all"], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("mam"));
+    let config = write_config(dir.path(), "").to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&config).expect("read").replace("\"ping\"]", "\"ping\", \"mam\"]");
+    std::fs::write(&config, text).expect("write");
+    let config = Path::new(&config);
+    assert_eq!(starling(config, &["archive", "purge"], None).status.code(), Some(2), "--user or --all");
+    let all = starling(config, &["archive", "purge", "--all"], None);
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    assert_eq!(stdout(&all), "deleted 0 archived messages\n");
+    let one = starling(config, &["archive", "purge", "--user", "Alice@LocalHost", "--older-than-days", "30"], None);
+    assert_eq!(stdout(&one), "deleted 0 archived messages of alice@localhost\n");
+}
+
+#[test]
 fn user_commands_manage_accounts() {
     let dir = tempfile::tempdir().expect("dir");
     let config = write_config(dir.path(), "");
