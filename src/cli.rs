@@ -203,9 +203,9 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
                 bail!("the mam module is not enabled: there is no archive to purge");
             }
             let owner = match user {
-                Some(user) => Some(
-                    starling_api::parse_bare_jid(user).map_err(|e| anyhow::anyhow!("{user}: {e}"))?.to_string(),
-                ),
+                Some(user) => {
+                    Some(starling_api::parse_bare_jid(user).map_err(|e| anyhow::anyhow!("{user}: {e}"))?.to_string())
+                }
                 None => None,
             };
             let before_us = older_than_days.map(|days| {

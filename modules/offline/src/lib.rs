@@ -65,6 +65,17 @@ struct Pending {
     stanza: Stanza,
 }
 
+/// What the writer is asked to do.
+enum Job {
+    Store(Pending),
+    /// Answer once everything queued before is stored: initial presence waits for it,
+    /// so a message queued just before the account came online is delivered now, not
+    /// left in storage until the next login.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+type Queue = Arc<OnceLock<mpsc::Sender<Job>>>;
+
 /// Messages to store pass through one writer task, in arrival order: spawning a task
 /// per message would let a later message overtake an earlier one (and race the limit).
 const WRITE_QUEUE: usize = 4096;
@@ -73,7 +84,7 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     let config: OfflineConfig = reg.config()?;
     reg.disco_feature(Scope::Server, FEATURE);
     let limit = config.max_per_user;
-    let queue: Arc<OnceLock<mpsc::Sender<Pending>>> = Arc::default();
+    let queue: Queue = Arc::default();
     let q = queue.clone();
     reg.on_start(move |ctx| {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -81,9 +92,10 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
         tokio::spawn(writer(ctx, rx, limit));
         async { Ok(()) }
     });
-    reg.hook::<MessageUndelivered, _>(0, move |_, event| on_undelivered(event, &queue));
+    let q = queue.clone();
+    reg.hook::<MessageUndelivered, _>(0, move |_, event| on_undelivered(event, &q));
     // After the roster module's broadcast, so contacts see the user online first.
-    reg.hook::<PresenceBroadcast, _>(-10, on_presence);
+    reg.hook::<PresenceBroadcast, _>(-10, move |ctx, event| on_presence(ctx, event, &queue));
     Ok(())
 }
 
@@ -104,7 +116,7 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn on_undelivered(event: &mut MessageUndelivered, queue: &OnceLock<mpsc::Sender<Pending>>) -> Flow {
+fn on_undelivered(event: &mut MessageUndelivered, queue: &OnceLock<mpsc::Sender<Job>>) -> Flow {
     if !worth_storing(&event.stanza) {
         // Nothing to keep; the sender is told, as without offline storage.
         return Flow::Continue;
@@ -116,15 +128,22 @@ fn on_undelivered(event: &mut MessageUndelivered, queue: &OnceLock<mpsc::Sender<
         stanza: event.stanza.clone(),
     };
     // A full queue means the database is far behind: refuse rather than buffer.
-    match queue.try_send(pending) {
+    match queue.try_send(Job::Store(pending)) {
         Ok(()) => Flow::Handled,
         Err(_) => Flow::Continue,
     }
 }
 
 /// Stores queued messages one after another; a refused one is bounced to its sender.
-async fn writer(ctx: Context, mut queue: mpsc::Receiver<Pending>, limit: i64) {
-    while let Some(Pending { host, user, stanza }) = queue.recv().await {
+async fn writer(ctx: Context, mut queue: mpsc::Receiver<Job>, limit: i64) {
+    while let Some(job) = queue.recv().await {
+        let Pending { host, user, stanza } = match job {
+            Job::Store(pending) => pending,
+            Job::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let text = String::from_utf8_lossy(&stanza.to_bytes()).into_owned();
         let stored = ctx.db().run(move |c| store::store(c, &host, &user, &text, now_ms(), limit)).await;
         if !matches!(stored, Ok(true)) {
@@ -140,12 +159,18 @@ async fn writer(ctx: Context, mut queue: mpsc::Receiver<Pending>, limit: i64) {
 }
 
 /// Initial presence: deliver what was stored, then forget it.
-fn on_presence(ctx: &Context, event: &mut PresenceBroadcast) -> Flow {
+fn on_presence(ctx: &Context, event: &mut PresenceBroadcast, queue: &Queue) -> Flow {
     if !event.initial {
         return Flow::Continue;
     }
-    let (ctx, to) = (ctx.clone(), event.from.clone());
+    let (ctx, to, queue) = (ctx.clone(), event.from.clone(), queue.clone());
     tokio::spawn(async move {
+        if let Some(queue) = queue.get() {
+            let (done, stored) = tokio::sync::oneshot::channel();
+            if queue.send(Job::Flush(done)).await.is_ok() {
+                let _ = stored.await;
+            }
+        }
         let host = to.domain().to_string();
         let user = to.node().map(|n| n.to_string()).unwrap_or_default();
         let (h, u) = (host.clone(), user.clone());
