@@ -20,6 +20,7 @@ pub mod error;
 pub mod hooks;
 pub mod iq;
 pub mod module;
+pub mod pep;
 pub mod reply;
 pub mod roster;
 pub mod stanza;

@@ -1,0 +1,2 @@
+DROP TABLE pep_items;
+DROP TABLE pep_nodes;
