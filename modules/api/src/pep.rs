@@ -29,7 +29,12 @@ pub struct NodeDefaults {
 /// Reads and writes an account's PEP nodes as the account itself would.
 pub trait PepService: Send + Sync {
     /// The items of `owner`'s `node`, oldest first; empty when the node does not exist.
-    fn items(&self, ctx: &Context, owner: &BareJid, node: &str) -> BoxFuture<'static, Result<Vec<PepItem>, StanzaError>>;
+    fn items(
+        &self,
+        ctx: &Context,
+        owner: &BareJid,
+        node: &str,
+    ) -> BoxFuture<'static, Result<Vec<PepItem>, StanzaError>>;
 
     /// Publishes `item` to `owner`'s `node` (created with `defaults` if missing) and
     /// notifies as a client's publish would.
@@ -43,7 +48,13 @@ pub trait PepService: Send + Sync {
     ) -> BoxFuture<'static, Result<(), StanzaError>>;
 
     /// Retracts item `id` from `owner`'s `node` (nothing when absent), notifying.
-    fn retract(&self, ctx: &Context, owner: &BareJid, node: &str, id: &str) -> BoxFuture<'static, Result<(), StanzaError>>;
+    fn retract(
+        &self,
+        ctx: &Context,
+        owner: &BareJid,
+        node: &str,
+        id: &str,
+    ) -> BoxFuture<'static, Result<(), StanzaError>>;
 }
 
 /// An item was published to a local account's node (by a client or a service).

@@ -4,8 +4,8 @@
 
 use starling_api::minidom::Element;
 use starling_api::minidom::rxml::xml_ncname;
-use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use starling_api::stanza_error;
+use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 pub const NS_DATA: &str = "jabber:x:data";
 pub const NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
@@ -126,8 +126,11 @@ pub fn apply(config: &mut NodeConfig, options: &[(String, String)], limit: u32) 
             },
             "pubsub#title" => config.title = value.clone(),
             // Options every PEP node has fixed values for; accepted as they are.
-            "pubsub#deliver_payloads" | "pubsub#deliver_notifications" | "pubsub#notify_retract"
-            | "pubsub#notify_delete" | "pubsub#presence_based_delivery" => {}
+            "pubsub#deliver_payloads"
+            | "pubsub#deliver_notifications"
+            | "pubsub#notify_retract"
+            | "pubsub#notify_delete"
+            | "pubsub#presence_based_delivery" => {}
             _ => return Err(not_acceptable()),
         }
     }
@@ -163,7 +166,9 @@ pub fn form(config: &NodeConfig) -> Element {
         .append(Element::builder("value", NS_DATA).append(config.access_model.as_str()).build());
     for option in ["open", "presence", "roster", "whitelist"] {
         access = access.append(
-            Element::builder("option", NS_DATA).append(Element::builder("value", NS_DATA).append(option).build()).build(),
+            Element::builder("option", NS_DATA)
+                .append(Element::builder("value", NS_DATA).append(option).build())
+                .build(),
         );
     }
     Element::builder("x", NS_DATA)

@@ -320,7 +320,9 @@ impl Pep {
 
     /// Presence routed to a local account: its sender is (or no longer is) a watcher.
     fn on_routing(self: &Arc<Self>, ctx: &Context, event: &mut Routing) -> Flow {
-        if event.stanza.name() != "presence" || event.to.node().is_none() || !ctx.is_local_host(event.to.domain().as_str())
+        if event.stanza.name() != "presence"
+            || event.to.node().is_none()
+            || !ctx.is_local_host(event.to.domain().as_str())
         {
             return Flow::Continue;
         }
@@ -411,7 +413,14 @@ impl Pep {
         Ok(())
     }
 
-    async fn retract(&self, ctx: &Context, owner: &BareJid, node: &str, id: &str, must_exist: bool) -> Result<(), StanzaError> {
+    async fn retract(
+        &self,
+        ctx: &Context,
+        owner: &BareJid,
+        node: &str,
+        id: &str,
+        must_exist: bool,
+    ) -> Result<(), StanzaError> {
         let owner_text = owner.to_string();
         let (o, n) = (owner_text.clone(), node.to_owned());
         let Some(config) = ctx.db().run(move |c| store::node(c, &o, &n)).await? else {
@@ -472,7 +481,9 @@ impl Pep {
                     return Err(err(ErrorType::Cancel, DefinedCondition::Conflict));
                 }
                 let mut config = NodeConfig::new(self.config.default_max_items);
-                if let Some(form) = pubsub.get_child("configure", NS_PUBSUB).and_then(|c| c.get_child("x", config::NS_DATA)) {
+                if let Some(form) =
+                    pubsub.get_child("configure", NS_PUBSUB).and_then(|c| c.get_child("x", config::NS_DATA))
+                {
                     config::apply(&mut config, &config::options(form, config::NODE_CONFIG)?, self.config.max_items)?;
                 }
                 let (o, n) = (owner.to_string(), node);
@@ -491,9 +502,11 @@ impl Pep {
     async fn items(&self, ctx: Context, req: IqRequest<PubSub>) -> IqResult {
         let owner = req.to.to_bare();
         let requester = req.from.to_bare();
-        let items = req.payload.0.get_child("items", NS_PUBSUB).ok_or_else(|| {
-            err(ErrorType::Cancel, DefinedCondition::FeatureNotImplemented)
-        })?;
+        let items = req
+            .payload
+            .0
+            .get_child("items", NS_PUBSUB)
+            .ok_or_else(|| err(ErrorType::Cancel, DefinedCondition::FeatureNotImplemented))?;
         let node = items.attr("node").ok_or_else(bad_request)?.to_owned();
         let (o, n) = (owner.to_string(), node.clone());
         let config = ctx.db().run(move |c| store::node(c, &o, &n)).await?.ok_or_else(item_not_found)?;
@@ -505,8 +518,12 @@ impl Pep {
             }
             return Err(error);
         }
-        let ids: Vec<String> =
-            items.children().filter(|c| c.is("item", NS_PUBSUB)).filter_map(|c| c.attr("id")).map(str::to_owned).collect();
+        let ids: Vec<String> = items
+            .children()
+            .filter(|c| c.is("item", NS_PUBSUB))
+            .filter_map(|c| c.attr("id"))
+            .map(str::to_owned)
+            .collect();
         let max = match items.attr("max_items") {
             Some(max) => Some(max.parse::<i64>().map_err(|_| bad_request())?),
             None => None,
@@ -514,21 +531,29 @@ impl Pep {
         let (o, n) = (owner.to_string(), node.clone());
         let found = ctx
             .db()
-            .run(move |c| if ids.is_empty() { store::items(c, &o, &n, max) } else { store::items_by_id(c, &o, &n, &ids) })
+            .run(
+                move |c| {
+                    if ids.is_empty() { store::items(c, &o, &n, max) } else { store::items_by_id(c, &o, &n, &ids) }
+                },
+            )
             .await?;
         let mut out = Element::builder("items", NS_PUBSUB).attr(xml_ncname!("node").into(), node).build();
         for (id, payload) in found {
             let Ok(payload) = payload.parse::<Element>() else { continue };
-            out.append_child(Element::builder("item", NS_PUBSUB).attr(xml_ncname!("id").into(), id).append(payload).build());
+            out.append_child(
+                Element::builder("item", NS_PUBSUB).attr(xml_ncname!("id").into(), id).append(payload).build(),
+            );
         }
         Ok(Some(Element::builder("pubsub", NS_PUBSUB).append(out).build()))
     }
 
     /// Owner namespace get: the configure form (XEP-0060 §8.2).
     async fn owner_get(&self, ctx: Context, req: IqRequest<PubSubOwner>) -> IqResult {
-        let configure = req.payload.0.get_child("configure", NS_OWNER).ok_or_else(|| {
-            err(ErrorType::Cancel, DefinedCondition::FeatureNotImplemented)
-        })?;
+        let configure = req
+            .payload
+            .0
+            .get_child("configure", NS_OWNER)
+            .ok_or_else(|| err(ErrorType::Cancel, DefinedCondition::FeatureNotImplemented))?;
         let node = configure.attr("node").ok_or_else(bad_request)?.to_owned();
         let (o, n) = (req.to.to_bare().to_string(), node.clone());
         let config = ctx.db().run(move |c| store::node(c, &o, &n)).await?.ok_or_else(item_not_found)?;
@@ -561,7 +586,9 @@ impl Pep {
                 let (o, n) = (owner.to_string(), node.clone());
                 ctx.db().run(move |c| store::delete_node(c, &o, &n)).await?;
                 let delete = Element::builder("event", NS_EVENT)
-                    .append(Element::builder("delete", NS_EVENT).attr(xml_ncname!("node").into(), node.as_str()).build())
+                    .append(
+                        Element::builder("delete", NS_EVENT).attr(xml_ncname!("node").into(), node.as_str()).build(),
+                    )
                     .build();
                 self.notify(&ctx, &owner, &node, &config, delete).await;
                 Ok(None)
@@ -575,7 +602,12 @@ impl Pep {
 struct Service(Arc<Pep>);
 
 impl PepService for Service {
-    fn items(&self, ctx: &Context, owner: &BareJid, node: &str) -> BoxFuture<'static, Result<Vec<PepItem>, StanzaError>> {
+    fn items(
+        &self,
+        ctx: &Context,
+        owner: &BareJid,
+        node: &str,
+    ) -> BoxFuture<'static, Result<Vec<PepItem>, StanzaError>> {
         let (ctx, o, n) = (ctx.clone(), owner.to_string(), node.to_owned());
         Box::pin(async move {
             let rows = ctx.db().run(move |c| store::items(c, &o, &n, None)).await?;
@@ -598,9 +630,14 @@ impl PepService for Service {
         Box::pin(async move { pep.publish(&ctx, &owner, &node, item, None, Some(defaults)).await })
     }
 
-    fn retract(&self, ctx: &Context, owner: &BareJid, node: &str, id: &str) -> BoxFuture<'static, Result<(), StanzaError>> {
+    fn retract(
+        &self,
+        ctx: &Context,
+        owner: &BareJid,
+        node: &str,
+        id: &str,
+    ) -> BoxFuture<'static, Result<(), StanzaError>> {
         let (pep, ctx, owner, node, id) = (self.0.clone(), ctx.clone(), owner.clone(), node.to_owned(), id.to_owned());
         Box::pin(async move { pep.retract(&ctx, &owner, &node, &id, false).await })
     }
 }
-

@@ -81,7 +81,13 @@ impl Watchers {
     }
 
     /// The features of `resource`, asking it (as `asker`) when its `ver` is unknown.
-    pub async fn features(&self, ctx: &Context, asker: &str, resource: &str, caps: &Option<Caps>) -> Arc<BTreeSet<String>> {
+    pub async fn features(
+        &self,
+        ctx: &Context,
+        asker: &str,
+        resource: &str,
+        caps: &Option<Caps>,
+    ) -> Arc<BTreeSet<String>> {
         let Some(caps) = caps else { return Arc::default() };
         if let Some(known) = self.by_ver.lock().unwrap_or_else(|e| e.into_inner()).get(&caps.ver) {
             return known.clone();
@@ -106,7 +112,11 @@ impl Watchers {
             return Arc::default();
         };
         let features: Arc<BTreeSet<String>> = Arc::new(
-            info.children().filter(|c| c.is("feature", NS_DISCO_INFO)).filter_map(|c| c.attr("var")).map(str::to_owned).collect(),
+            info.children()
+                .filter(|c| c.is("feature", NS_DISCO_INFO))
+                .filter_map(|c| c.attr("var"))
+                .map(str::to_owned)
+                .collect(),
         );
         if caps.hash == "sha-1" && verification_string_hash(&info) == caps.ver {
             self.by_ver.lock().unwrap_or_else(|e| e.into_inner()).insert(caps.ver.clone(), features.clone());
