@@ -372,14 +372,20 @@ async fn bookmarks_via_xep_0402_and_xep_0049_are_one_list() {
          <field var='pubsub#send_last_published_item'><value>never</value></field>\
          <field var='pubsub#access_model'><value>whitelist</value></field>",
     );
-    let conference = "<conference xmlns='urn:xmpp:bookmarks:1' name='The Play' autojoin='true'><nick>JC</nick></conference>";
+    let conference =
+        "<conference xmlns='urn:xmpp:bookmarks:1' name='The Play' autojoin='true'><nick>JC</nick></conference>";
     let reply = publish(&mut alice, "urn:xmpp:bookmarks:1", "theplay@conference.localhost", conference, &options).await;
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
     // An old client (XEP-0049) sees it ...
-    let get = "<iq type='get' id='{id}'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>";
+    let get =
+        "<iq type='get' id='{id}'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>";
     let (legacy, _) = alice.iq(get).await;
-    let storage = legacy.get_child("query", "jabber:iq:private").and_then(|q| q.get_child("storage", "storage:bookmarks")).expect("storage");
-    let rooms: Vec<(Option<&str>, Option<&str>)> = storage.children().map(|c| (c.attr("jid"), c.attr("autojoin"))).collect();
+    let storage = legacy
+        .get_child("query", "jabber:iq:private")
+        .and_then(|q| q.get_child("storage", "storage:bookmarks"))
+        .expect("storage");
+    let rooms: Vec<(Option<&str>, Option<&str>)> =
+        storage.children().map(|c| (c.attr("jid"), c.attr("autojoin"))).collect();
     assert_eq!(rooms, [(Some("theplay@conference.localhost"), Some("true"))]);
     // ... and replaces the list: one room kept, one added.
     let (set, _) = alice
@@ -388,18 +394,37 @@ async fn bookmarks_via_xep_0402_and_xep_0049_are_one_list() {
              </storage></query></iq>")
         .await;
     assert_eq!(set.attr("type"), Some("result"), "{set:?}");
-    let (items, _) = alice.iq(&format!("<iq type='get' id='{{id}}'><pubsub xmlns='{NS_PUBSUB}'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>")).await;
-    let ids: Vec<&str> = items.get_child("pubsub", NS_PUBSUB).and_then(|p| p.get_child("items", NS_PUBSUB)).map(|i| i.children().filter_map(|c| c.attr("id")).collect()).unwrap_or_default();
+    let (items, _) = alice
+        .iq(&format!(
+            "<iq type='get' id='{{id}}'><pubsub xmlns='{NS_PUBSUB}'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>"
+        ))
+        .await;
+    let ids: Vec<&str> = items
+        .get_child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.get_child("items", NS_PUBSUB))
+        .map(|i| i.children().filter_map(|c| c.attr("id")).collect())
+        .unwrap_or_default();
     assert_eq!(ids, ["orchard@conference.localhost"]);
     // Other private data is stored as it came, and only for its owner.
     let (stored, _) = alice.iq("<iq type='set' id='{id}'><query xmlns='jabber:iq:private'><prefs xmlns='urn:test:prefs'><colour>blue</colour></prefs></query></iq>").await;
     assert_eq!(stored.attr("type"), Some("result"));
-    let (back, _) = alice.iq("<iq type='get' id='{id}'><query xmlns='jabber:iq:private'><prefs xmlns='urn:test:prefs'/></query></iq>").await;
-    assert!(back.get_child("query", "jabber:iq:private").and_then(|q| q.get_child("prefs", "urn:test:prefs")).is_some_and(|p| p.has_child("colour", "urn:test:prefs")));
+    let (back, _) = alice
+        .iq("<iq type='get' id='{id}'><query xmlns='jabber:iq:private'><prefs xmlns='urn:test:prefs'/></query></iq>")
+        .await;
+    assert!(
+        back.get_child("query", "jabber:iq:private")
+            .and_then(|q| q.get_child("prefs", "urn:test:prefs"))
+            .is_some_and(|p| p.has_child("colour", "urn:test:prefs"))
+    );
     server.add_user("bob", "pw").await;
     let mut bob = server.login("bob", "b").await;
     let (refused, _) = bob.iq("<iq type='get' id='{id}' to='alice@localhost'><query xmlns='jabber:iq:private'><prefs xmlns='urn:test:prefs'/></query></iq>").await;
     assert_eq!(refused.attr("type"), Some("error"));
-    let (info, _) = alice.iq("<iq type='get' id='{id}' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
-    assert!(info.get_child("query", "http://jabber.org/protocol/disco#info").is_some_and(|q| q.children().any(|f| f.attr("var") == Some("urn:xmpp:bookmarks-conversion:0"))));
+    let (info, _) = alice
+        .iq("<iq type='get' id='{id}' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    assert!(
+        info.get_child("query", "http://jabber.org/protocol/disco#info")
+            .is_some_and(|q| q.children().any(|f| f.attr("var") == Some("urn:xmpp:bookmarks-conversion:0")))
+    );
 }

@@ -23,7 +23,8 @@ pub fn to_legacy(items: &[PepItem]) -> Element {
         if !native.is("conference", NS_NATIVE) {
             continue;
         }
-        let mut conference = Element::builder("conference", NS_LEGACY).attr(xml_ncname!("jid").into(), item.id.as_str());
+        let mut conference =
+            Element::builder("conference", NS_LEGACY).attr(xml_ncname!("jid").into(), item.id.as_str());
         if let Some(name) = native.attr("name") {
             conference = conference.attr(xml_ncname!("name").into(), name);
         }

@@ -113,7 +113,10 @@ async fn get(ctx: Context, req: IqRequest<Query>) -> IqResult {
     let fragments = fragments(&req.payload.0)?;
     let [wanted] = fragments.as_slice() else { return Err(not_acceptable()) };
     let (ns, name) = (wanted.ns(), wanted.name().to_owned());
-    let stored = if ns == bookmarks::NS_LEGACY && name == "storage" && let Some(pep) = ctx.service::<dyn PepService>() {
+    let stored = if ns == bookmarks::NS_LEGACY
+        && name == "storage"
+        && let Some(pep) = ctx.service::<dyn PepService>()
+    {
         let items = pep.items(&ctx, &owner, bookmarks::NS_NATIVE).await?;
         bookmarks::to_legacy(&items)
     } else {
@@ -150,7 +153,9 @@ async fn set(ctx: Context, req: IqRequest<Query>, max_bytes: usize) -> IqResult 
         if data.len() > max_bytes {
             return Err(not_acceptable());
         }
-        if fragment.is("storage", bookmarks::NS_LEGACY) && let Some(pep) = &pep {
+        if fragment.is("storage", bookmarks::NS_LEGACY)
+            && let Some(pep) = &pep
+        {
             sync_bookmarks(&ctx, pep.as_ref(), &owner, fragment).await?;
             continue;
         }
@@ -182,7 +187,12 @@ async fn set(ctx: Context, req: IqRequest<Query>, max_bytes: usize) -> IqResult 
 }
 
 /// Makes the XEP-0402 node hold exactly the rooms of a legacy bookmarks set.
-async fn sync_bookmarks(ctx: &Context, pep: &dyn PepService, owner: &BareJid, storage: &Element) -> Result<(), StanzaError> {
+async fn sync_bookmarks(
+    ctx: &Context,
+    pep: &dyn PepService,
+    owner: &BareJid,
+    storage: &Element,
+) -> Result<(), StanzaError> {
     let wanted = bookmarks::to_native(storage);
     let existing = pep.items(ctx, owner, bookmarks::NS_NATIVE).await?;
     // XEP-0402 §3: the node is private and keeps every bookmark.
@@ -199,7 +209,9 @@ async fn sync_bookmarks(ctx: &Context, pep: &dyn PepService, owner: &BareJid, st
 }
 
 fn forget_user(conn: &mut DbConn, host: &str, user: &str) -> QueryResult<()> {
-    diesel::delete(private_storage::table.filter(private_storage::host.eq(host)).filter(private_storage::username.eq(user)))
-        .execute(conn)?;
+    diesel::delete(
+        private_storage::table.filter(private_storage::host.eq(host)).filter(private_storage::username.eq(user)),
+    )
+    .execute(conn)?;
     Ok(())
 }
