@@ -278,8 +278,7 @@ async fn spoofed_stanza_ids_are_stripped() {
     let page = mam(&mut bob, "", "", "", "").await.expect("archive");
     assert_eq!(page.ids, [ours[0].1.expect("id").to_owned()]);
     // Alice's archived copy does not keep ids claiming our accounts either.
-    let hers =
-        mam(&mut alice, "", &format!("<field var='ids'><value>fake-1</value></field>"), "", "").await.expect("alice");
+    let hers = mam(&mut alice, "", "<field var='ids'><value>fake-1</value></field>", "", "").await.expect("alice");
     assert!(hers.ids.is_empty());
 }
 

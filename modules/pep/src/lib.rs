@@ -191,10 +191,12 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         let p = p.clone();
         async move { p.owner_set(ctx, req).await }
     });
-    for scope in [Scope::Account] {
-        reg.iq_get::<PubSubOwner, _, _>(scope, |_, _| async { Err(err(ErrorType::Auth, DefinedCondition::Forbidden)) });
-        reg.iq_set::<PubSubOwner, _, _>(scope, |_, _| async { Err(err(ErrorType::Auth, DefinedCondition::Forbidden)) });
-    }
+    reg.iq_get::<PubSubOwner, _, _>(Scope::Account, |_, _| async {
+        Err(err(ErrorType::Auth, DefinedCondition::Forbidden))
+    });
+    reg.iq_set::<PubSubOwner, _, _>(Scope::Account, |_, _| async {
+        Err(err(ErrorType::Auth, DefinedCondition::Forbidden))
+    });
 
     let p = pep.clone();
     reg.hook::<Routing, _>(50, move |ctx, event| p.on_routing(ctx, event));
