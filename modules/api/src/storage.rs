@@ -99,10 +99,11 @@ impl ManageConnection for Manager {
             }
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
-                // WAL lets the CLI and the server share the file; busy_timeout waits
-                // instead of failing on a lock; foreign keys enforce cascades.
+                // busy_timeout first, so that even switching to WAL waits for a lock
+                // held by a sibling connection instead of failing; WAL lets the CLI and
+                // the server share the file; foreign keys enforce cascades.
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConn::Sqlite(conn))
