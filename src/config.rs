@@ -62,6 +62,12 @@ pub struct Config {
     /// `[limits]`
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[s2s]`: federation with other servers.
+    #[serde(default)]
+    pub s2s: S2sConfig,
+    /// `[components]`: external components (XEP-0114).
+    #[serde(default)]
+    pub components: ComponentsConfig,
     /// `[log]`
     #[serde(default)]
     pub log: LogConfig,
@@ -215,6 +221,153 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[s2s]`: server-to-server streams (RFC 6120, XEP-0220, XEP-0178, XEP-0368).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    /// Federate at all. Default `true`; `false` answers stanzas to other domains with
+    /// `remote-server-not-found` and opens no S2S listener.
+    pub enabled: bool,
+    /// Incoming S2S streams with STARTTLS. Default `["[::]:5269"]`.
+    pub listen: Vec<SocketAddr>,
+    /// Incoming S2S streams with direct TLS (XEP-0368, ALPN `xmpp-server`). Default
+    /// `["[::]:5270"]`.
+    pub listen_direct_tls: Vec<SocketAddr>,
+    /// The secret dialback keys are derived from (XEP-0185). Default empty: a random
+    /// secret per start (keys then do not survive a restart, which only matters for
+    /// verifications in flight). Set it when several nodes serve one domain.
+    pub dialback_secret: String,
+    /// The peer's certificate must be valid for its domain (RFC 6125), in both
+    /// directions; without it the stream is refused. Default `false`.
+    /// `[s2s.domains."<domain>"]` overrides this per domain.
+    pub require_valid_certificate: bool,
+    /// Accept and use Server Dialback (XEP-0220) when certificates do not authenticate
+    /// the peer. Default `true`.
+    pub allow_dialback: bool,
+    /// Per-domain policy overrides.
+    pub domains: BTreeMap<String, DomainPolicyOverride>,
+    /// Domains never federated with, in either direction (subdomains included).
+    pub blocked_domains: Vec<String>,
+    /// PEM files with CA certificates trusted for peer certificates in addition to the
+    /// system roots (private federations, tests).
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Trust the system's root certificates. Default `true`.
+    pub system_roots: bool,
+    /// DNS servers (`"127.0.0.1:53"`) for SRV and address lookups; empty (the default)
+    /// uses the system's resolver configuration. `/etc/hosts` is read either way.
+    pub nameservers: Vec<SocketAddr>,
+    /// Fixed addresses for remote domains, tried instead of DNS:
+    /// `"example.net" = "10.0.0.5:5269"`, or `{ address = "…", direct_tls = true }`.
+    pub routes: BTreeMap<String, StaticRoute>,
+    /// Seconds for one TCP connection attempt. Default 10.
+    pub connect_timeout: u64,
+    /// Seconds from the first connection attempt to an authenticated stream (and for an
+    /// incoming stream to authenticate); stanzas queued meanwhile bounce with
+    /// `remote-server-timeout` when it expires. Default 60.
+    pub negotiation_timeout: u64,
+    /// Seconds a stream may stay without traffic before it is closed. Default 600.
+    pub idle_timeout: u64,
+    /// Stanzas queued per remote domain while connecting or while the link is busy;
+    /// beyond it stanzas bounce with `resource-constraint`. Default 4096.
+    pub queue: usize,
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            enabled: true,
+            listen: vec![SocketAddr::from(([0u16; 8], 5269))],
+            listen_direct_tls: vec![SocketAddr::from(([0u16; 8], 5270))],
+            dialback_secret: String::new(),
+            require_valid_certificate: false,
+            allow_dialback: true,
+            domains: BTreeMap::new(),
+            blocked_domains: Vec::new(),
+            extra_ca_files: Vec::new(),
+            system_roots: true,
+            nameservers: Vec::new(),
+            routes: BTreeMap::new(),
+            connect_timeout: 10,
+            negotiation_timeout: 60,
+            idle_timeout: 600,
+            queue: 4096,
+        }
+    }
+}
+
+/// How a remote domain must authenticate (`[s2s]` defaults plus overrides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainPolicy {
+    /// See [`S2sConfig::require_valid_certificate`].
+    pub require_valid_certificate: bool,
+    /// See [`S2sConfig::allow_dialback`].
+    pub allow_dialback: bool,
+}
+
+/// `[s2s.domains."<domain>"]`: the keys given replace the `[s2s]` defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainPolicyOverride {
+    /// See [`DomainPolicy::require_valid_certificate`].
+    pub require_valid_certificate: Option<bool>,
+    /// See [`DomainPolicy::allow_dialback`].
+    pub allow_dialback: Option<bool>,
+}
+
+/// Where a statically routed domain is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StaticRoute {
+    /// `"host:port"`, STARTTLS.
+    Address(String),
+    /// `{ address = "host:port", direct_tls = true }`.
+    Detailed {
+        /// `host:port`.
+        address: String,
+        /// TLS from the first byte (XEP-0368) instead of STARTTLS.
+        #[serde(default)]
+        direct_tls: bool,
+    },
+}
+
+impl StaticRoute {
+    /// `(host, port, direct_tls)`, or `None` when the address is not `host:port`.
+    pub fn target(&self) -> Option<(String, u16, bool)> {
+        let (address, direct_tls) = match self {
+            StaticRoute::Address(address) => (address.as_str(), false),
+            StaticRoute::Detailed { address, direct_tls } => (address.as_str(), *direct_tls),
+        };
+        let (host, port) = address.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Some((host.to_owned(), port.parse().ok()?, direct_tls))
+    }
+}
+
+/// `[components]`: external components (XEP-0114) such as gateways and bots.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComponentsConfig {
+    /// Where components connect (`jabber:component:accept`). Default `[]` (none);
+    /// keep it on loopback or a private network: the handshake is not encrypted.
+    pub listen: Vec<SocketAddr>,
+    /// `[components.domains."<domain>"]`: each component's domain and shared secret.
+    pub domains: BTreeMap<String, ComponentConfig>,
+}
+
+impl Default for ComponentsConfig {
+    fn default() -> Self {
+        ComponentsConfig { listen: Vec::new(), domains: BTreeMap::new() }
+    }
+}
+
+/// One external component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// The shared secret of the XEP-0114 handshake.
+    pub secret: String,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -318,6 +471,7 @@ impl Config {
         if limits.session_queue == 0 || limits.max_connections == 0 || self.storage.pool_size == 0 {
             return Err(self.invalid("limits", "queue, connection and pool sizes must be positive"));
         }
+        self.validate_s2s()?;
         for (name, value) in &self.modules.settings {
             if !value.is_table() {
                 return Err(self
@@ -328,6 +482,70 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_s2s(&mut self) -> Result<(), ConfigError> {
+        let domain_of = |key: &str, text: &str| -> Result<String, ConfigError> {
+            match jid::BareJid::new(text) {
+                Ok(jid) if jid.node().is_none() => Ok(jid.domain().to_string()),
+                _ => Err(self.invalid(key, format!("{text:?} is not a domain"))),
+            }
+        };
+        let mut domains = BTreeMap::new();
+        for (domain, policy) in &self.s2s.domains {
+            domains.insert(domain_of("s2s.domains", domain)?, *policy);
+        }
+        let mut blocked = Vec::new();
+        for domain in &self.s2s.blocked_domains {
+            blocked.push(domain_of("s2s.blocked_domains", domain)?);
+        }
+        let mut routes = BTreeMap::new();
+        for (domain, route) in &self.s2s.routes {
+            if route.target().is_none() {
+                return Err(self.invalid(&format!("s2s.routes.{domain:?}"), "expected \"host:port\""));
+            }
+            routes.insert(domain_of("s2s.routes", domain)?, route.clone());
+        }
+        let mut components = BTreeMap::new();
+        for (domain, component) in &self.components.domains {
+            let normalised = domain_of("components.domains", domain)?;
+            if self.server.hosts.contains(&normalised) {
+                return Err(self.invalid(&format!("components.domains.{domain:?}"), "is also in server.hosts"));
+            }
+            if component.secret.is_empty() {
+                return Err(self.invalid(&format!("components.domains.{domain:?}.secret"), "must not be empty"));
+            }
+            components.insert(normalised, component.clone());
+        }
+        if self.s2s.queue == 0 || self.s2s.negotiation_timeout == 0 || self.s2s.connect_timeout == 0 {
+            return Err(self.invalid("s2s", "queue and timeouts must be positive"));
+        }
+        self.s2s.domains = domains;
+        self.s2s.blocked_domains = blocked;
+        self.s2s.routes = routes;
+        self.components.domains = components;
+        Ok(())
+    }
+
+    /// The effective policy for a remote domain (`[s2s]` defaults plus overrides).
+    pub fn s2s_policy(&self, domain: &str) -> DomainPolicy {
+        let mut policy = DomainPolicy {
+            require_valid_certificate: self.s2s.require_valid_certificate,
+            allow_dialback: self.s2s.allow_dialback,
+        };
+        if let Some(o) = self.s2s.domains.get(domain) {
+            policy.require_valid_certificate = o.require_valid_certificate.unwrap_or(policy.require_valid_certificate);
+            policy.allow_dialback = o.allow_dialback.unwrap_or(policy.allow_dialback);
+        }
+        policy
+    }
+
+    /// Whether federation with `domain` is forbidden (it or a parent domain is blocked).
+    pub fn s2s_blocked(&self, domain: &str) -> bool {
+        self.s2s
+            .blocked_domains
+            .iter()
+            .any(|b| domain == b || domain.strip_suffix(b.as_str()).is_some_and(|p| p.ends_with('.')))
     }
 
     /// Whether `module` runs for `host`.
@@ -384,6 +602,32 @@ mod tests {
         assert!(config.module_enabled_for("ping", "a.test"));
         assert!(!config.module_enabled_for("ping", "b.test"));
         assert!(config.modules.settings.contains_key("ping"));
+    }
+
+    #[test]
+    fn s2s_policies_routes_and_components() {
+        let config = parse(
+            "[server]\nhosts = [\"a.test\"]\n[s2s]\nallow_dialback = false\nblocked_domains = [\"Evil.test\"]\n\
+             [s2s.domains.\"B.test\"]\nallow_dialback = true\nrequire_valid_certificate = true\n\
+             [s2s.routes]\n\"c.test\" = \"127.0.0.1:5269\"\n\"d.test\" = { address = \"[::1]:5270\", direct_tls = true }\n\
+             [components.domains.\"gw.a.test\"]\nsecret = \"s\"\n",
+        )
+        .expect("valid");
+        assert!(!config.s2s_policy("x.test").allow_dialback);
+        let b = config.s2s_policy("b.test");
+        assert!(b.allow_dialback && b.require_valid_certificate);
+        assert!(
+            config.s2s_blocked("evil.test")
+                && config.s2s_blocked("muc.evil.test")
+                && !config.s2s_blocked("notevil.test")
+        );
+        assert_eq!(config.s2s.routes["c.test"].target(), Some(("127.0.0.1".into(), 5269, false)));
+        assert_eq!(config.s2s.routes["d.test"].target(), Some(("::1".into(), 5270, true)));
+        assert!(config.components.domains.contains_key("gw.a.test"));
+        let err = parse("[server]\nhosts = [\"a.test\"]\n[s2s.routes]\n\"c.test\" = \"nowhere\"\n").expect_err("route");
+        assert!(err.to_string().contains("s2s.routes"), "{err}");
+        let err = parse("[server]\nhosts = [\"a.test\"]\n[s2s]\nallow_dialbak = true\n").expect_err("unknown key");
+        assert!(err.to_string().contains("allow_dialbak"), "{err}");
     }
 
     #[test]

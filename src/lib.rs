@@ -15,10 +15,12 @@ pub mod doap;
 pub mod logging;
 pub mod modules;
 pub mod router;
+pub mod s2s;
 pub mod sasl;
 pub mod server;
 pub mod session;
 pub mod storage;
+pub mod stream;
 pub mod tls;
 pub mod xml;
 

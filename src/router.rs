@@ -1,8 +1,10 @@
 //! The stanza router: where a stanza goes (RFC 6120 §8, §10; RFC 6121 §8.5).
 //!
 //! Every stanza reaching [`StanzaRouter::route`] already carries a `from` stamped by
-//! the server. The routing table, for a local domain (remote domains are refused with
-//! `remote-server-not-found` until federation exists):
+//! the server (or verified by S2S for stanzas from other servers). Stanzas to any
+//! other domain go to the S2S pool ([`crate::s2s::S2s::send`]), which bounces them with
+//! `remote-server-not-found` / `remote-server-timeout` when the domain cannot be
+//! reached (or at once when federation is off). The routing table, for a local domain:
 //!
 //! | `to`                        | message                                                   | presence                          | iq get/set                     | iq result/error |
 //! |-----------------------------|-----------------------------------------------------------|-----------------------------------|--------------------------------|-----------------|
@@ -40,6 +42,7 @@ use starling_api::{BoxFuture, Context, Flow, IqKind, IqTimeout, Registry, Scope,
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::s2s::S2s;
 use crate::session::SessionTable;
 use crate::storage::accounts;
 
@@ -72,6 +75,7 @@ pub struct StanzaRouter {
     context: OnceLock<Context>,
     pending_iqs: Arc<Mutex<HashMap<String, PendingIq>>>,
     next_iq: AtomicU64,
+    remote: OnceLock<Arc<S2s>>,
 }
 
 impl StanzaRouter {
@@ -84,12 +88,18 @@ impl StanzaRouter {
             context: OnceLock::new(),
             pending_iqs: Arc::default(),
             next_iq: AtomicU64::new(1),
+            remote: OnceLock::new(),
         }
     }
 
     /// Completes the router once the module context exists (it holds the router).
     pub fn set_context(&self, context: Context) {
         let _ = self.context.set(context);
+    }
+
+    /// Sends stanzas for other domains through `s2s` (federation).
+    pub fn set_remote(&self, s2s: Arc<S2s>) {
+        let _ = self.remote.set(s2s);
     }
 
     fn is_local_host(&self, domain: &str) -> bool {
@@ -135,7 +145,10 @@ impl StanzaRouter {
             return self.to_component(kind, stanza, &to, component);
         }
         if !self.is_local_host(to.domain().as_str()) {
-            return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound);
+            return match self.remote.get() {
+                Some(s2s) => s2s.send(stanza, to.domain().as_str()),
+                None => self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound),
+            };
         }
         let stanza = match (kind, to.node().is_some()) {
             (Kind::Message, true) => self.message_to_account(stanza, &to),

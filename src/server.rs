@@ -15,6 +15,7 @@ use crate::auth::AuthThrottle;
 use crate::c2s::{self, C2sShared, ListenerKind};
 use crate::config::Config;
 use crate::router::StanzaRouter;
+use crate::s2s::{ListenerKind as S2sListener, S2s};
 use crate::session::SessionTable;
 use crate::storage::CORE_MIGRATIONS;
 use crate::tls::CertStore;
@@ -28,6 +29,10 @@ pub struct Server {
     pub c2s_addrs: Vec<SocketAddr>,
     /// Addresses the direct-TLS client listeners are bound to.
     pub c2s_direct_tls_addrs: Vec<SocketAddr>,
+    /// Addresses the STARTTLS server-to-server listeners are bound to.
+    pub s2s_addrs: Vec<SocketAddr>,
+    /// Addresses the direct-TLS server-to-server listeners are bound to (XEP-0368).
+    pub s2s_direct_tls_addrs: Vec<SocketAddr>,
     /// The module context (routing, sessions, storage).
     pub context: Context,
     /// The session table.
@@ -122,6 +127,22 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let s2s = if config.s2s.enabled {
+            // Our hosts, the components modules serve, and external components.
+            let (local, components) = (config.clone(), context.clone());
+            let local_domains = Box::new(move |domain: &str| {
+                local.server.hosts.iter().any(|h| h == domain)
+                    || components.registry().component(domain).is_some()
+                    || local.components.domains.contains_key(domain)
+            });
+            let s2s = S2s::new(config.clone(), certs.clone(), local_domains, shutdown.clone(), tasks.clone())
+                .context("cannot start federation")?;
+            s2s.set_context(context.clone());
+            router.set_remote(s2s.clone());
+            Some(s2s)
+        } else {
+            None
+        };
         for (name, task, module) in context.registry().tasks() {
             tracing::debug!(module = module.name, task = name, "starting background task");
             tasks.spawn(task(context.clone(), shutdown.child_token()));
@@ -130,7 +151,7 @@ impl Server {
             config: config.clone(),
             tls_starttls: certs.server_config(&[]),
             tls_direct: certs.server_config(&[ALPN_XMPP_CLIENT]),
-            certs,
+            certs: certs.clone(),
             db,
             sessions: sessions.clone(),
             router,
@@ -158,8 +179,33 @@ impl Server {
             }
             tasks.spawn(c2s::serve(listener, kind, shared.clone()));
         }
+        let mut s2s_addrs = Vec::new();
+        let mut s2s_direct_tls_addrs = Vec::new();
+        if let Some(s2s) = &s2s {
+            let listeners = config.s2s.listen.iter().map(|a| (*a, S2sListener::StartTls));
+            let direct = config.s2s.listen_direct_tls.iter().map(|a| (*a, S2sListener::DirectTls));
+            for (addr, kind) in listeners.chain(direct) {
+                let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+                let local = listener.local_addr()?;
+                tracing::info!(addr = %local, ?kind, "listening for servers");
+                match kind {
+                    S2sListener::StartTls => s2s_addrs.push(local),
+                    S2sListener::DirectTls => s2s_direct_tls_addrs.push(local),
+                }
+                tasks.spawn(s2s.clone().serve(listener, kind));
+            }
+        }
         tracing::info!(hosts = ?config.server.hosts, "Starling {} started", env!("CARGO_PKG_VERSION"));
-        Ok(Server { c2s_addrs, c2s_direct_tls_addrs, context, sessions, shutdown, tasks })
+        Ok(Server {
+            c2s_addrs,
+            c2s_direct_tls_addrs,
+            s2s_addrs,
+            s2s_direct_tls_addrs,
+            context,
+            sessions,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Closes every stream with `system-shutdown` and waits (at most 10 s) for the

@@ -1,5 +1,11 @@
-//! TLS for client streams: certificates per host, chosen by SNI; ALPN for direct TLS
-//! (XEP-0368); the channel-binding data SCRAM-PLUS needs (RFC 9266, RFC 5929).
+//! TLS for client and server streams: certificates per host, chosen by SNI; ALPN for
+//! direct TLS (XEP-0368); the channel-binding data SCRAM-PLUS needs (RFC 9266, RFC 5929).
+//!
+//! Server-to-server TLS authenticates in both directions: incoming streams ask for a
+//! client certificate (optional), outgoing streams present ours. The handshake only
+//! proves possession of the key; whether a certificate names the peer's domain is
+//! decided afterwards (`s2s::certificate`), because an unverified peer may still
+//! authenticate with dialback where the policy allows it.
 //!
 //! Certificates come from the configured directory (`certs/` by default). A host
 //! without one gets a generated self-signed certificate when the admin allows it —
@@ -8,11 +14,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// Why certificates could not be loaded.
@@ -66,7 +76,8 @@ pub struct CertStore {
     hosts: Vec<HostCert>,
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The one crypto provider (ring) everything here uses.
+pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -125,6 +136,43 @@ impl CertStore {
         Arc::new(config)
     }
 
+    /// A rustls configuration for incoming server-to-server streams: like
+    /// [`CertStore::server_config`], and asking the peer for its certificate.
+    pub fn s2s_server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"));
+        let mut config = builder
+            .with_client_cert_verifier(Arc::new(PeerCertificate(provider())))
+            .with_cert_resolver(Arc::new(SniResolver(self.clone())));
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    /// A rustls configuration for an outgoing server-to-server stream from `local`:
+    /// our certificate for `local` as the client certificate, the peer's certificate
+    /// accepted for checking after the handshake.
+    pub fn s2s_client_config(&self, local: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PeerCertificate(provider())));
+        let key = self.select_for(local).map(|h| h.key.clone());
+        let mut config = builder.with_client_cert_resolver(Arc::new(ClientCert(key)));
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    /// The certificate for `domain` or its parent domain, never another host's.
+    fn select_for(&self, domain: &str) -> Option<&HostCert> {
+        let exact = self.hosts.iter().find(|h| h.domain == domain);
+        exact.or_else(|| {
+            let (_, parent) = domain.split_once('.')?;
+            self.hosts.iter().find(|h| h.domain == parent)
+        })
+    }
+
     /// RFC 5929 `tls-server-end-point` data for the certificate served to `sni`.
     pub fn end_point_hash(&self, sni: Option<&str>) -> Option<Vec<u8>> {
         self.select(sni).map(|h| h.end_point.clone())
@@ -137,6 +185,126 @@ struct SniResolver(Arc<CertStore>);
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.0.select(hello.server_name()).map(|h| h.key.clone())
+    }
+}
+
+/// Accepts any certificate chain during the handshake while verifying the handshake
+/// signatures, so the peer proves it holds the key; the chain and the name are
+/// checked later against the trust roots by `s2s::certificate`.
+#[derive(Debug)]
+struct PeerCertificate(Arc<CryptoProvider>);
+
+impl PeerCertificate {
+    fn tls12(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+
+    fn tls13(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+}
+
+impl ServerCertVerifier for PeerCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for PeerCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Our certificate for the local domain of an outgoing stream.
+#[derive(Debug)]
+struct ClientCert(Option<Arc<CertifiedKey>>);
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.is_some()
     }
 }
 

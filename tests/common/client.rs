@@ -185,6 +185,11 @@ impl Conn {
 
     /// STARTTLS (RFC 6120 §5): `<proceed/>`, handshake, new stream; returns the features.
     pub async fn starttls(&mut self) -> Element {
+        self.starttls_to(HOST).await
+    }
+
+    /// [`Conn::starttls`] for a stream to `domain`.
+    pub async fn starttls_to(&mut self, domain: &str) -> Element {
         self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
         let proceed = self.recv().await;
         assert_eq!(proceed.name(), "proceed", "{proceed:?}");
@@ -192,11 +197,11 @@ impl Conn {
             panic!("already TLS")
         };
         let connector = tokio_rustls::TlsConnector::from(insecure_tls(&[]));
-        let name = rustls_pki_types::ServerName::try_from(HOST).expect("name");
+        let name = rustls_pki_types::ServerName::try_from(domain.to_owned()).expect("name");
         let tls = connector.connect(name, tcp).await.expect("TLS handshake");
         self.transport = Transport::Tls(Box::new(tls));
         self.reader = reader();
-        self.open().await
+        self.open_to(domain).await
     }
 
     /// RFC 9266 tls-exporter of this connection.
@@ -298,11 +303,22 @@ pub struct Client {
 impl Client {
     /// STARTTLS, SCRAM-SHA-256, bind, initial presence.
     pub async fn login(addr: SocketAddr, user: &str, password: &str, resource: Option<&str>) -> Client {
+        Client::login_at(addr, user, HOST, password, resource).await
+    }
+
+    /// [`Client::login`] as `user@domain`.
+    pub async fn login_at(
+        addr: SocketAddr,
+        user: &str,
+        domain: &str,
+        password: &str,
+        resource: Option<&str>,
+    ) -> Client {
         let mut conn = Conn::tcp(addr).await;
-        conn.open().await;
-        conn.starttls().await;
+        conn.open_to(domain).await;
+        conn.starttls_to(domain).await;
         conn.auth(user, password).await.expect("authentication succeeds");
-        conn.open().await;
+        conn.open_to(domain).await;
         let jid = conn.bind(resource).await.expect("bind succeeds");
         Client { conn, jid, next_id: 0 }
     }

@@ -3,6 +3,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod dns;
+pub mod federation;
 pub mod scram;
 
 use std::path::Path;
@@ -65,8 +67,23 @@ impl TestServer {
 
     /// Creates `user@localhost` with `password`.
     pub async fn add_user(&self, user: &str, password: &str) {
-        let jid = auth::account_jid(&format!("{user}@{HOST}"), &self.config.server.hosts).expect("jid");
+        self.add_user_at(user, HOST, password).await;
+    }
+
+    /// Creates `user@domain` (one of the server's hosts) with `password`.
+    pub async fn add_user_at(&self, user: &str, domain: &str, password: &str) {
+        let jid = auth::account_jid(&format!("{user}@{domain}"), &self.config.server.hosts).expect("jid");
         auth::create_account(self.server().context.db(), &jid, password).await.expect("account created");
+    }
+
+    /// The STARTTLS server-to-server listener.
+    pub fn s2s_addr(&self) -> std::net::SocketAddr {
+        self.server().s2s_addrs[0]
+    }
+
+    /// The direct TLS server-to-server listener (XEP-0368).
+    pub fn s2s_tls_addr(&self) -> std::net::SocketAddr {
+        self.server().s2s_direct_tls_addrs[0]
     }
 
     /// Connects and logs in `user` (password "pw") with SCRAM-SHA-256 over STARTTLS,
@@ -109,6 +126,8 @@ generate_self_signed = true
 [storage]
 url = "sqlite://{db}"
 pool_size = 4
+[s2s]
+enabled = false
 [log]
 level = "warn"
 [modules]

@@ -1,0 +1,185 @@
+//! One XML stream over a TCP or TLS connection: bytes in through the incremental
+//! [`StreamReader`], bytes out through a buffered writer. Shared by client streams
+//! (`c2s`), server-to-server streams in both directions (`s2s`) and external
+//! components; the side that accepted the TCP connection is the TLS server, an
+//! outgoing S2S stream is the TLS client.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream as ClientTlsStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::xml::{Limits, StreamEvent, StreamReader, XmlError};
+
+/// The socket under a stream: plain TCP until STARTTLS, then TLS.
+pub enum Transport {
+    /// Not (yet) encrypted.
+    Plain(TcpStream),
+    /// Encrypted (STARTTLS or direct TLS), this side the TLS server.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Encrypted, this side the TLS client (outgoing S2S).
+    TlsClient(Box<ClientTlsStream<TcpStream>>),
+}
+
+impl Transport {
+    /// The TLS state of an encrypted connection this side accepted.
+    pub fn tls(&self) -> Option<&rustls::ServerConnection> {
+        match self {
+            Transport::Tls(tls) => Some(tls.get_ref().1),
+            Transport::Plain(_) | Transport::TlsClient(_) => None,
+        }
+    }
+
+    /// Whether the connection is encrypted, whichever side started TLS.
+    pub fn is_encrypted(&self) -> bool {
+        !matches!(self, Transport::Plain(_))
+    }
+
+    /// The certificate chain the peer presented during the TLS handshake, if any.
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(tls) => tls.get_ref().1.peer_certificates(),
+            Transport::TlsClient(tls) => tls.get_ref().1.peer_certificates(),
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why reading from a stream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFailure {
+    /// The peer closed the TCP connection.
+    #[error("connection closed by peer")]
+    Eof,
+    /// A socket error.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer sent XML the server refuses; answered with a stream error.
+    #[error("bad XML: {0}")]
+    Xml(#[from] XmlError),
+}
+
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 4096;
+
+/// An XML stream on a connection.
+pub struct XmppStream {
+    transport: Transport,
+    reader: StreamReader,
+    read_buf: Vec<u8>,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// When the peer last sent anything (whitespace keepalives count).
+    pub last_activity: Instant,
+}
+
+impl XmppStream {
+    /// Wraps an accepted connection.
+    pub fn new(transport: Transport, peer: SocketAddr, limits: Limits) -> Self {
+        XmppStream {
+            transport,
+            reader: StreamReader::new(limits),
+            read_buf: Vec::new(),
+            peer,
+            last_activity: Instant::now(),
+        }
+    }
+
+    /// The next stream event. Cancel-safe: the only await is the socket read, and
+    /// bytes are handed to the parser only after a read completes.
+    pub async fn next_event(&mut self) -> Result<StreamEvent, ReadFailure> {
+        loop {
+            if let Some(event) = self.reader.next_event()? {
+                return Ok(event);
+            }
+            // The buffer lives only while a read is pending, so idle sessions between
+            // reads hold no read buffer beyond this allocation's capacity.
+            self.read_buf.resize(READ_CHUNK, 0);
+            let n = self.transport.read(&mut self.read_buf).await?;
+            if n == 0 {
+                return Err(ReadFailure::Eof);
+            }
+            self.last_activity = Instant::now();
+            self.reader.feed(&self.read_buf[..n]);
+        }
+    }
+
+    /// Writes and flushes `bytes`.
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.transport.write_all(bytes).await?;
+        self.transport.flush().await
+    }
+
+    /// Restarts the stream after STARTTLS or SASL success (RFC 6120 §4.3.3).
+    pub fn reset(&mut self) {
+        self.reader.reset();
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.transport.is_encrypted()
+    }
+
+    /// The certificate chain the peer presented, if any.
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        self.transport.peer_certificates()
+    }
+
+    /// The TLS state, if encrypted.
+    pub fn tls(&self) -> Option<&rustls::ServerConnection> {
+        self.transport.tls()
+    }
+
+    /// Takes the socket back, for the STARTTLS upgrade.
+    pub fn into_transport(self) -> Transport {
+        self.transport
+    }
+
+    /// Closes the connection after a final write; errors are moot at this point.
+    pub async fn close(mut self) {
+        let _ = self.transport.shutdown().await;
+    }
+}
