@@ -153,6 +153,14 @@ pub fn init_logging() {
 /// A rustls client config that accepts any certificate: these tests check the XMPP
 /// server, not certificate validation (the server's certificate is self-signed).
 pub fn insecure_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    insecure_tls_with_cert(alpn, None)
+}
+
+/// [`insecure_tls`], presenting a client certificate (chain, key) when given.
+pub fn insecure_tls_with_cert(
+    alpn: &[&[u8]],
+    client_cert: Option<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)>,
+) -> Arc<rustls::ClientConfig> {
     #[derive(Debug)]
     struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
     impl rustls::client::danger::ServerCertVerifier for AcceptAny {
@@ -187,12 +195,15 @@ pub fn insecure_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)));
+    let mut config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).expect("client certificate"),
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
