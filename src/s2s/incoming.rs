@@ -173,7 +173,9 @@ impl Incoming {
             return Next::Close(Some(out));
         }
         if let Some(remote) = &remote {
-            tracing::Span::current().record("from", remote.as_str());
+            if self.stream_id.is_empty() {
+                tracing::Span::current().record("from", remote.as_str());
+            }
             if self.s2s.config.s2s_blocked(remote) {
                 self.header_out(&mut out, None);
                 write_stream_error(&mut out, "policy-violation", Some("federation with this domain is blocked"));

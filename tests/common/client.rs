@@ -306,6 +306,33 @@ impl Client {
         Client::login_at(addr, user, HOST, password, resource).await
     }
 
+    /// A login with SASL PLAIN over STARTTLS, for third-party servers; `register`
+    /// first creates the account by in-band registration (XEP-0077).
+    pub async fn login_plain_at(
+        addr: SocketAddr,
+        user: &str,
+        domain: &str,
+        password: &str,
+        resource: &str,
+        register: bool,
+    ) -> Client {
+        let mut conn = Conn::tcp(addr).await;
+        conn.open_to(domain).await;
+        conn.starttls_to(domain).await;
+        if register {
+            conn.send(&format!(
+                "<iq type='set' id='reg1' to='{domain}'><query xmlns='jabber:iq:register'><username>{user}</username><password>{password}</password></query></iq>"
+            ))
+            .await;
+            let result = conn.recv().await;
+            assert_eq!(result.attr("type"), Some("result"), "registration: {result:?}");
+        }
+        conn.auth_plain(user, password).await.expect("authentication succeeds");
+        conn.open_to(domain).await;
+        let jid = conn.bind(Some(resource)).await.expect("bind succeeds");
+        Client { conn, jid, next_id: 0 }
+    }
+
     /// [`Client::login`] as `user@domain`.
     pub async fn login_at(
         addr: SocketAddr,

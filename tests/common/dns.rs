@@ -1,7 +1,7 @@
 //! A tiny authoritative DNS server on a loopback UDP port, so federation tests run the
 //! real SRV and address lookups (there is no DNS on the test machines). Answers the
-//! SRV and A records it was given, NODATA for other types of known names and NXDOMAIN
-//! for the rest. Prosody (libunbound `forward`) and ejabberd (`inetrc` nameserver) use
+//! SRV and A records it was given, NODATA for other types of known names (and their
+//! ancestors) and NXDOMAIN for the rest. Prosody (libunbound `forward`) and ejabberd (`inetrc` nameserver) use
 //! it too.
 
 use std::collections::HashMap;
@@ -57,13 +57,18 @@ impl TestDns {
         self.add(&format!("{service}._tcp.{domain}"), RData::SRV(SRV::new(priority, weight, port, target)));
     }
 
-    /// Federation records for a server of `domain` on loopback: an A record, and SRV
-    /// records for its STARTTLS and (when given) direct TLS ports.
+    /// Federation records for a server of `domain` on loopback: SRV records for its
+    /// STARTTLS and (when given) direct TLS ports, and an A record for the domain.
+    /// The SRV target is `localhost`, which `/etc/hosts` resolves: ejabberd resolves
+    /// SRV targets with the system's getaddrinfo, which must not reach for real DNS.
     pub fn server(&self, domain: &str, starttls: u16, direct_tls: Option<u16>) {
         self.a(domain);
-        self.srv("_xmpp-server", domain, 10, 0, starttls, domain);
+        if !self.records.lock().expect("records").contains_key("localhost") {
+            self.a("localhost");
+        }
+        self.srv("_xmpp-server", domain, 10, 0, starttls, "localhost");
         if let Some(port) = direct_tls {
-            self.srv("_xmpps-server", domain, 10, 0, port, domain);
+            self.srv("_xmpps-server", domain, 10, 0, port, "localhost");
         }
     }
 
@@ -87,7 +92,14 @@ fn answer(query: &Message, table: &Records) -> Message {
     let mut known = false;
     for question in &query.queries {
         reply.add_query(question.clone());
-        let Some(data) = table.get(&key(&question.name().to_ascii())) else { continue };
+        let name = key(&question.name().to_ascii());
+        // Ancestors of known names exist (empty non-terminals): resolvers that
+        // minimise query names (libunbound) ask for `test.` and `_tcp.a.test.` first.
+        let suffix = format!(".{name}");
+        if name.is_empty() || table.keys().any(|k| k.ends_with(&suffix)) {
+            known = true;
+        }
+        let Some(data) = table.get(&name) else { continue };
         known = true;
         for rdata in data {
             let matches = matches!(

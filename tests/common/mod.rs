@@ -5,6 +5,7 @@
 pub mod client;
 pub mod dns;
 pub mod federation;
+pub mod peers;
 pub mod scram;
 
 use std::path::Path;
