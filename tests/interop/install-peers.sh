@@ -11,7 +11,8 @@ command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 # pointed at the tests' loopback DNS server (plain net.dns only reads resolv.conf).
 [ -e /usr/lib/x86_64-linux-gnu/lua/5.4/lunbound.so ] || missing+=(lua-unbound)
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "interop peers present: $(prosody --version 2>/dev/null | head -n 1 || echo prosody), ejabberd $(dpkg-query -W -f='${Version}' ejabberd)"
+  # (`prosody --version` waits on a terminal; ask dpkg instead.)
+  echo "interop peers present: prosody $(dpkg-query -W -f='${Version}' prosody), ejabberd $(dpkg-query -W -f='${Version}' ejabberd)"
   exit 0
 fi
 
