@@ -65,9 +65,6 @@ pub struct Config {
     /// `[s2s]`: federation with other servers.
     #[serde(default)]
     pub s2s: S2sConfig,
-    /// `[components]`: external components (XEP-0114).
-    #[serde(default)]
-    pub components: ComponentsConfig,
     /// `[log]`
     #[serde(default)]
     pub log: LogConfig,
@@ -343,31 +340,6 @@ impl StaticRoute {
     }
 }
 
-/// `[components]`: external components (XEP-0114) such as gateways and bots.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ComponentsConfig {
-    /// Where components connect (`jabber:component:accept`). Default `[]` (none);
-    /// keep it on loopback or a private network: the handshake is not encrypted.
-    pub listen: Vec<SocketAddr>,
-    /// `[components.domains."<domain>"]`: each component's domain and shared secret.
-    pub domains: BTreeMap<String, ComponentConfig>,
-}
-
-impl Default for ComponentsConfig {
-    fn default() -> Self {
-        ComponentsConfig { listen: Vec::new(), domains: BTreeMap::new() }
-    }
-}
-
-/// One external component.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComponentConfig {
-    /// The shared secret of the XEP-0114 handshake.
-    pub secret: String,
-}
-
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -506,24 +478,12 @@ impl Config {
             }
             routes.insert(domain_of("s2s.routes", domain)?, route.clone());
         }
-        let mut components = BTreeMap::new();
-        for (domain, component) in &self.components.domains {
-            let normalised = domain_of("components.domains", domain)?;
-            if self.server.hosts.contains(&normalised) {
-                return Err(self.invalid(&format!("components.domains.{domain:?}"), "is also in server.hosts"));
-            }
-            if component.secret.is_empty() {
-                return Err(self.invalid(&format!("components.domains.{domain:?}.secret"), "must not be empty"));
-            }
-            components.insert(normalised, component.clone());
-        }
         if self.s2s.queue == 0 || self.s2s.negotiation_timeout == 0 || self.s2s.connect_timeout == 0 {
             return Err(self.invalid("s2s", "queue and timeouts must be positive"));
         }
         self.s2s.domains = domains;
         self.s2s.blocked_domains = blocked;
         self.s2s.routes = routes;
-        self.components.domains = components;
         Ok(())
     }
 
@@ -605,12 +565,11 @@ mod tests {
     }
 
     #[test]
-    fn s2s_policies_routes_and_components() {
+    fn s2s_policies_and_routes() {
         let config = parse(
             "[server]\nhosts = [\"a.test\"]\n[s2s]\nallow_dialback = false\nblocked_domains = [\"Evil.test\"]\n\
              [s2s.domains.\"B.test\"]\nallow_dialback = true\nrequire_valid_certificate = true\n\
-             [s2s.routes]\n\"c.test\" = \"127.0.0.1:5269\"\n\"d.test\" = { address = \"[::1]:5270\", direct_tls = true }\n\
-             [components.domains.\"gw.a.test\"]\nsecret = \"s\"\n",
+             [s2s.routes]\n\"c.test\" = \"127.0.0.1:5269\"\n\"d.test\" = { address = \"[::1]:5270\", direct_tls = true }\n",
         )
         .expect("valid");
         assert!(!config.s2s_policy("x.test").allow_dialback);
@@ -623,7 +582,6 @@ mod tests {
         );
         assert_eq!(config.s2s.routes["c.test"].target(), Some(("127.0.0.1".into(), 5269, false)));
         assert_eq!(config.s2s.routes["d.test"].target(), Some(("::1".into(), 5270, true)));
-        assert!(config.components.domains.contains_key("gw.a.test"));
         let err = parse("[server]\nhosts = [\"a.test\"]\n[s2s.routes]\n\"c.test\" = \"nowhere\"\n").expect_err("route");
         assert!(err.to_string().contains("s2s.routes"), "{err}");
         let err = parse("[server]\nhosts = [\"a.test\"]\n[s2s]\nallow_dialbak = true\n").expect_err("unknown key");

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod c2s;
 pub mod cli;
+pub mod component;
 pub mod config;
 pub mod doap;
 pub mod logging;

@@ -19,6 +19,8 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_ping::MODULE,
     &starling_mod_version::MODULE,
     &starling_mod_time::MODULE,
+    // XEP-0114 lives in the core: it needs the core's XML stream reader.
+    &crate::component::MODULE,
 ];
 
 /// The module called `name`, if compiled in.

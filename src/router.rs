@@ -202,7 +202,7 @@ impl StanzaRouter {
             return;
         }
         let Some(context) = self.context.get() else { return };
-        if kind == Kind::Iq && to.node().is_none() && to.resource().is_none() {
+        if kind == Kind::Iq && !component.opaque && to.node().is_none() && to.resource().is_none() {
             if let Some(stanza) = self.dispatch_component_iq(stanza, to.domain().as_str(), &component.host) {
                 (component.handler)(context, stanza);
             }

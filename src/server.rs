@@ -128,12 +128,10 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let s2s = if config.s2s.enabled {
-            // Our hosts, the components modules serve, and external components.
+            // Our hosts and the components served here (modules' and external ones).
             let (local, components) = (config.clone(), context.clone());
             let local_domains = Box::new(move |domain: &str| {
-                local.server.hosts.iter().any(|h| h == domain)
-                    || components.registry().component(domain).is_some()
-                    || local.components.domains.contains_key(domain)
+                local.server.hosts.iter().any(|h| h == domain) || components.registry().component(domain).is_some()
             });
             let s2s = S2s::new(config.clone(), certs.clone(), local_domains, shutdown.clone(), tasks.clone())
                 .context("cannot start federation")?;

@@ -137,6 +137,9 @@ pub struct ComponentRoute {
     pub host: String,
     /// The stanza handler.
     pub handler: ComponentFn,
+    /// Every stanza goes to the handler, IQs to the bare domain included: an external
+    /// component (XEP-0114) answers its own disco and pings.
+    pub opaque: bool,
 }
 
 /// Everything the enabled modules registered. Built at start-up, then read-only.
@@ -315,6 +318,26 @@ impl Registrar<'_> {
     where
         F: Fn(&Context, Stanza) + Send + Sync + 'static,
     {
+        self.add_component(domain, host, Arc::new(handler), false)
+    }
+
+    /// Like [`Registrar::component`], but no typed handler answers for it: every
+    /// stanza, IQs to the bare domain included, goes to `handler` (for components
+    /// outside the server, XEP-0114, which answer their own disco and pings).
+    pub fn external_component<F>(&mut self, domain: &str, host: &str, handler: F) -> Result<(), ModuleError>
+    where
+        F: Fn(&Context, Stanza) + Send + Sync + 'static,
+    {
+        self.add_component(domain, host, Arc::new(handler), true)
+    }
+
+    fn add_component(
+        &mut self,
+        domain: &str,
+        host: &str,
+        handler: ComponentFn,
+        opaque: bool,
+    ) -> Result<(), ModuleError> {
         let module = self.name();
         let domain = crate::parse_bare_jid(domain)
             .ok()
@@ -331,7 +354,7 @@ impl Registrar<'_> {
             let owner = self.registry.modules[existing.module].name;
             return Err(ModuleError::Config { module, message: format!("{domain} is already served by {owner}") });
         }
-        let route = ComponentRoute { module: self.module, host: host.to_owned(), handler: Arc::new(handler) };
+        let route = ComponentRoute { module: self.module, host: host.to_owned(), handler, opaque };
         self.registry.components.insert(domain, route);
         Ok(())
     }
