@@ -9,8 +9,12 @@ use starling_api::{ModuleSpec, Spec};
 /// Specifications implemented by the core itself, not by a module.
 const CORE_SPECS: &[(Spec, &str, &str, &str)] = &[
     (Spec::Rfc(6120), "", "complete", "core"),
+    (Spec::Rfc(6125), "", "partial", "core: S2S certificates are checked by DNS-ID, not XmppAddr or SRV-ID"),
     (Spec::Rfc(7622), "", "complete", "core"),
-    (Spec::Xep(368), "1.1.0", "complete", "core"),
+    (Spec::Xep(178), "1.2", "complete", "core: S2S in both directions"),
+    (Spec::Xep(185), "1.0", "complete", "core"),
+    (Spec::Xep(220), "1.1.2", "complete", "core: with multiplexing of further domains, without XEP-0344"),
+    (Spec::Xep(368), "1.1.0", "complete", "core: c2s and s2s"),
     (Spec::Xep(352), "1.0.0", "complete", "core"),
     (Spec::Xep(440), "0.4.0", "complete", "core"),
 ];

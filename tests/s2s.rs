@@ -55,9 +55,29 @@ async fn subscribe_and_chat(a: &TestServer, b: &TestServer) {
     let item = roster.get_child("query", "jabber:iq:roster").and_then(|q| q.children().next().cloned()).expect("item");
     assert_eq!((item.attr("jid"), item.attr("subscription")), (Some("bob@b.test"), Some("both")));
 
-    // An IQ to a remote account's resource and its answer cross too.
+    // An IQ to the remote server and its answer cross too.
     let (pong, _) = alice.iq("<iq type='get' id='{id}' to='b.test'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"), "{pong:?}");
+
+    // bob goes offline: alice sees it, and her message waits in b.test's offline store.
+    drop(bob);
+    let gone = recv_until(&mut alice, |s| s.name() == "presence" && s.attr("from") == Some("bob@b.test/r")).await;
+    assert_eq!(gone.attr("type"), Some("unavailable"));
+    alice.send("<message to='bob@b.test' type='chat' id='m3'><body>while you were out</body></message>").await;
+    // Back online, bob's server probes alice@a.test and delivers the stored message.
+    let mut bob = Client::login_at(b.addr(), "bob", "b.test", "pw", Some("r")).await;
+    bob.presence(0).await;
+    let mut stored = None;
+    let mut alice_online = false;
+    while stored.is_none() || !alice_online {
+        let stanza = bob.recv().await;
+        match stanza.name() {
+            "message" => stored = body(&stanza),
+            "presence" if stanza.attr("from") == Some("alice@a.test/r") => alice_online = stanza.attr("type").is_none(),
+            _ => {}
+        }
+    }
+    assert_eq!(stored.as_deref(), Some("while you were out"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,4 +131,25 @@ async fn an_unknown_domain_bounces_remote_server_not_found() {
     let bounce = alice.recv_message().await;
     assert_eq!((bounce.attr("id"), bounce.attr("from")), (Some("x"), Some("nobody@nowhere.test")));
     assert_eq!(error_condition(&bounce).as_deref(), Some("remote-server-not-found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_local_domain_joins_the_stream_by_dialback() {
+    common::init_logging();
+    let dns = TestDns::start().await;
+    let a =
+        instance("a.test", &dns, None, Publish::StartTls, |config| config.server.hosts.push("a2.test".into())).await;
+    dns.server("a2.test", a.s2s_addr().port(), None);
+    let b = instance("b.test", &dns, None, Publish::StartTls, |_| {}).await;
+    let mut bob = login(&b, "bob", "b.test").await;
+    let mut alice = login(&a, "alice", "a.test").await;
+    let mut carol = login(&a, "carol", "a2.test").await;
+    alice.send("<message to='bob@b.test' type='chat' id='1'><body>from a</body></message>").await;
+    assert_eq!(body(&bob.recv_message().await).as_deref(), Some("from a"));
+    // XEP-0220 §2.6: a2.test is authorised on the same outgoing stream.
+    carol.send("<message to='bob@b.test' type='chat' id='2'><body>from a2</body></message>").await;
+    let message = bob.recv_message().await;
+    assert_eq!((message.attr("from"), body(&message).as_deref()), (Some("carol@a2.test/r"), Some("from a2")));
+    bob.send("<message to='carol@a2.test/r' type='chat' id='3'><body>hi carol</body></message>").await;
+    assert_eq!(body(&carol.recv_message().await).as_deref(), Some("hi carol"));
 }

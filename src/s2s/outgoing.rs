@@ -82,7 +82,7 @@ enum Purpose<'a> {
 }
 
 enum Outcome {
-    Link(Link),
+    Link(Box<Link>),
     Verified(bool),
 }
 
@@ -134,7 +134,7 @@ pub(super) async fn run(s2s: Arc<S2s>, link: Arc<LinkHandle>, mut rx: mpsc::Rece
     let failure = match connected {
         Ok(Ok(Outcome::Link(established))) => {
             tracing::info!("outgoing stream authenticated");
-            return serve(&s2s, &link, rx, established, local).await;
+            return serve(&s2s, &link, rx, *established, local).await;
         }
         Ok(Ok(Outcome::Verified(_))) => DefinedCondition::RemoteServerNotFound,
         Ok(Err(err)) => {
@@ -275,11 +275,8 @@ impl Negotiation<'_> {
             }
             let policy = self.s2s.policy(self.remote);
             if authenticated {
-                return Ok(Outcome::Link(Link {
-                    stream,
-                    stream_id,
-                    multiplex: features.dialback && policy.allow_dialback,
-                }));
+                let multiplex = features.dialback && policy.allow_dialback;
+                return Ok(Outcome::Link(Box::new(Link { stream, stream_id, multiplex })));
             }
             let certificate = self.s2s.trust.verify(stream.peer_certificates(), self.remote);
             if let Err(why) = &certificate {
@@ -314,7 +311,7 @@ impl Negotiation<'_> {
                     continue;
                 }
                 return match answer.type_.as_deref() {
-                    Some("valid") => Ok(Outcome::Link(Link { stream, stream_id, multiplex: true })),
+                    Some("valid") => Ok(Outcome::Link(Box::new(Link { stream, stream_id, multiplex: true }))),
                     Some("invalid") => Err(ConnectError::Refused("dialback key refused".into())),
                     _ => Err(ConnectError::Refused("dialback failed on the remote side".into())),
                 };
