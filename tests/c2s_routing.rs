@@ -201,7 +201,7 @@ async fn disabled_module_is_not_advertised_or_answered() {
 }
 
 #[tokio::test]
-async fn remote_domains_are_not_reachable_yet() {
+async fn remote_domains_bounce_when_federation_is_off() {
     let server = server_with(&["alice"]).await;
     let mut alice = server.login("alice", "a").await;
     alice.send("<message to='romeo@remote.example' id='r1' type='chat'><body>x</body></message>").await;

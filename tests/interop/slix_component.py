@@ -1,4 +1,4 @@
-"""An slixmpp external component (XEP-0114) for tests/component.rs: connects with the
+"""An slixmpp external component (XEP-0114) for tests/external_component.rs: connects with the
 shared secret, then echoes every message it receives back to the sender and answers
 disco#info with its own identity. Prints "ok: ..." lines the test waits for."""
 
