@@ -37,6 +37,10 @@ pub enum ListenerKind {
     DirectTls,
 }
 
+/// Dialback verifications one stream may have in flight; each costs a connection to
+/// the domain the peer names, so an unbounded number would make us a flood relay.
+const MAX_VERIFYING: usize = 16;
+
 /// A dialback verification that finished: (remote, local, outcome).
 type Verified = (String, String, Result<bool, ConnectError>);
 
@@ -346,6 +350,10 @@ impl Incoming {
         if refused {
             tracing::info!(remote = %db.from, "dialback refused by policy");
             out.extend_from_slice(&dialback::result_error(&db.to, &db.from, "cancel", "not-authorized"));
+            return;
+        }
+        if self.verifying.len() >= MAX_VERIFYING {
+            out.extend_from_slice(&dialback::result_error(&db.to, &db.from, "wait", "resource-constraint"));
             return;
         }
         if !self.verifying.insert(pair) {
