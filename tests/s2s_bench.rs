@@ -75,8 +75,16 @@ async fn measure(label: &str, alice: &mut Client, bob: &mut Client, to: &str) {
 #[ignore = "benchmark: run explicitly in release mode"]
 async fn s2s_link_throughput_and_latency() {
     let dns = TestDns::start().await;
-    let a = instance("a.test", &dns, None, Publish::StartTls, |c| c.limits.session_queue = 100_000).await;
-    let b = instance("b.test", &dns, None, Publish::StartTls, |c| c.limits.session_queue = 100_000).await;
+    let a = instance("a.test", &dns, None, Publish::StartTls, |c| {
+        c.limits.session_queue = 100_000;
+        c.s2s.queue = 100_000;
+    })
+    .await;
+    let b = instance("b.test", &dns, None, Publish::StartTls, |c| {
+        c.limits.session_queue = 100_000;
+        c.s2s.queue = 100_000;
+    })
+    .await;
     a.add_user_at("alice", "a.test", "pw").await;
     b.add_user_at("bob", "b.test", "pw").await;
     let mut alice = Client::login_at(a.addr(), "alice", "a.test", "pw", Some("r")).await;

@@ -113,7 +113,7 @@ pub async fn prosody(domain: &str, dns: &TestDns, users: &[&str]) -> Peer {
             r#"run_as_root = true
 pidfile = "{dir}/prosody.pid"
 data_path = "{data}"
-log = {{ debug = "{log}" }}
+log = {{ {level} = "{log}" }}
 interfaces = {{ "127.0.0.1" }}
 local_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s} }}
@@ -139,6 +139,7 @@ VirtualHost "{domain}"
             dir = dir.path().display(),
             data = data.display(),
             log = log.display(),
+            level = if std::env::var_os("STARLING_KEEP_PEERS").is_some() { "debug" } else { "info" },
             dns_port = dns.addr.port(),
             cert = cert.display(),
             key = key.display(),
