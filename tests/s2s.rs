@@ -6,7 +6,7 @@
 mod common;
 
 use common::dns::TestDns;
-use common::federation::{Publish, TestCa, instance, recv_until};
+use common::federation::{Publish, TestCa, instance, recv_all, recv_until, roster_push};
 use common::{Client, TestServer};
 
 fn body(stanza: &minidom::Element) -> Option<String> {
@@ -21,6 +21,8 @@ fn error_condition(stanza: &minidom::Element) -> Option<String> {
 async fn login(server: &TestServer, user: &str, domain: &str) -> Client {
     server.add_user_at(user, domain, "pw").await;
     let mut client = Client::login_at(server.addr(), user, domain, "pw", Some("r")).await;
+    // Fetching the roster makes this resource one that receives roster pushes.
+    client.iq("<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>").await;
     client.presence(0).await;
     client
 }
@@ -34,8 +36,12 @@ async fn subscribe_and_chat(a: &TestServer, b: &TestServer) {
     let request = recv_until(&mut bob, |s| s.name() == "presence" && s.attr("type") == Some("subscribe")).await;
     assert_eq!(request.attr("from"), Some("alice@a.test"));
     bob.send("<presence to='alice@a.test' type='subscribed'/>").await;
-    let online = recv_until(&mut alice, |s| s.name() == "presence" && s.attr("from") == Some("bob@b.test/r")).await;
-    assert_eq!(online.attr("type"), None, "bob's current presence follows the approval");
+    // bob's current presence follows the approval; the roster says `to` (waited for, so
+    // that the next subscription change starts from it).
+    let online = |s: &minidom::Element| {
+        s.name() == "presence" && s.attr("from") == Some("bob@b.test/r") && s.attr("type").is_none()
+    };
+    recv_all(&mut alice, &[&online, &|s| roster_push(s, "bob@b.test", "to")]).await;
 
     bob.send("<presence to='alice@a.test' type='subscribe'/>").await;
     let request = recv_until(&mut alice, |s| s.name() == "presence" && s.attr("type") == Some("subscribe")).await;

@@ -7,7 +7,7 @@
 mod common;
 
 use common::dns::TestDns;
-use common::federation::{Publish, instance, recv_until};
+use common::federation::{Publish, instance, recv_all, recv_until, roster_push};
 use common::peers::{self, Peer};
 use common::{Client, TestServer};
 
@@ -19,6 +19,8 @@ fn body(stanza: &minidom::Element) -> Option<String> {
 async fn federate(starling: &TestServer, peer: &Peer, bob: &mut Client) {
     starling.add_user_at("alice", "a.test", "pw").await;
     let mut alice = Client::login_at(starling.addr(), "alice", "a.test", "pw", Some("r")).await;
+    // Fetching the roster makes this resource one that receives roster pushes.
+    alice.iq("<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>").await;
     alice.presence(0).await;
     let bob_bare = format!("bob@{}", peer.domain);
     let bob_full = format!("{bob_bare}/r");
@@ -29,10 +31,11 @@ async fn federate(starling: &TestServer, peer: &Peer, bob: &mut Client) {
     let request = recv_until(bob, |s| s.name() == "presence" && s.attr("type") == Some("subscribe")).await;
     assert_eq!(request.attr("from"), Some("alice@a.test"), "{}", peer.log());
     bob.send("<presence to='alice@a.test' type='subscribed'/>").await;
-    recv_until(&mut alice, |s| {
+    // bob's presence and the roster push to `to` travel apart; both before going on.
+    let online = |s: &minidom::Element| {
         s.name() == "presence" && s.attr("from") == Some(bob_full.as_str()) && s.attr("type").is_none()
-    })
-    .await;
+    };
+    recv_all(&mut alice, &[&online, &|s| roster_push(s, &bob_bare, "to")]).await;
 
     // Peer → Starling.
     bob.send("<presence to='alice@a.test' type='subscribe'/>").await;

@@ -114,3 +114,24 @@ pub async fn recv_until(client: &mut super::Client, wanted: impl Fn(&minidom::El
         }
     }
 }
+
+/// Reads from `client` until every predicate in `wanted` was satisfied by some stanza,
+/// in any order (a roster push and a presence travel on different tasks).
+pub async fn recv_all(client: &mut super::Client, wanted: &[&dyn Fn(&minidom::Element) -> bool]) {
+    let mut seen = vec![false; wanted.len()];
+    while seen.iter().any(|s| !s) {
+        let stanza = client.recv().await;
+        for (i, want) in wanted.iter().enumerate() {
+            seen[i] |= want(&stanza);
+        }
+    }
+}
+
+/// Whether `stanza` is a roster push (RFC 6121 §2.1.6) setting `jid` to `subscription`.
+pub fn roster_push(stanza: &minidom::Element, jid: &str, subscription: &str) -> bool {
+    stanza.name() == "iq"
+        && stanza.attr("type") == Some("set")
+        && stanza.get_child("query", "jabber:iq:roster").is_some_and(|q| {
+            q.children().any(|i| i.attr("jid") == Some(jid) && i.attr("subscription") == Some(subscription))
+        })
+}
