@@ -298,8 +298,10 @@ impl StanzaRouter {
         }
     }
 
-    /// The `MessageUndelivered` hook (offline storage), else `service-unavailable`.
-    fn undelivered(&self, to: &BareJid, stanza: Stanza) {
+    /// The `MessageUndelivered` hook (offline storage), else `service-unavailable`; also
+    /// for the messages a stream-management session never got acknowledged (the
+    /// `MessageToAccount` hook has already run for them).
+    pub fn undelivered(&self, to: &BareJid, stanza: Stanza) {
         let mut event = MessageUndelivered { to: to.clone(), stanza };
         if self.context.get().is_some_and(|c| c.run_hook(&mut event) == Flow::Handled) {
             return;

@@ -161,6 +161,7 @@ impl Server {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            resumes: c2s::ResumeTable::default(),
         });
 
         let mut c2s_addrs = Vec::new();

@@ -8,7 +8,10 @@
 mod bind;
 mod negotiate;
 mod session;
+mod sm;
 pub mod stream;
+
+pub use sm::ResumeTable;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +57,8 @@ pub struct C2sShared {
     pub tasks: TaskTracker,
     /// Bounds concurrent connections.
     pub connections: Arc<Semaphore>,
+    /// Sessions a new connection can resume (XEP-0198).
+    pub resumes: ResumeTable,
 }
 
 impl C2sShared {
@@ -116,7 +121,8 @@ async fn handle_connection(tcp: TcpStream, peer: SocketAddr, kind: ListenerKind,
     tracing::debug!("connected");
     let negotiated = negotiate::negotiate(tcp, peer, kind, shared).await;
     match negotiated {
-        Some(bound) => session::run(bound, shared).await,
+        Some(negotiate::Negotiated::Bound(bound)) => session::run(*bound, shared).await,
+        Some(negotiate::Negotiated::Resumed) => tracing::debug!("stream handed to the session it resumes"),
         None => tracing::debug!("closed before binding a resource"),
     }
 }

@@ -18,6 +18,7 @@ use starling_api::{Scope, Stanza, caps};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::sm::{self, NS_SM, Resumption};
 use super::stream::{ReadFailure, Transport, XmppStream};
 use super::{C2sShared, ListenerKind, bind};
 use crate::auth::{self, LoginCredentials};
@@ -38,6 +39,14 @@ pub(super) struct Bound {
     pub jid: FullJid,
     pub handle: Arc<SessionHandle>,
     pub receiver: SessionReceiver,
+}
+
+/// How negotiation ended with a session.
+pub(super) enum Negotiated {
+    /// A new session.
+    Bound(Box<Bound>),
+    /// The stream went to the session it resumes (XEP-0198 §5), whose task serves it now.
+    Resumed,
 }
 
 /// How negotiation ended without a session.
@@ -71,7 +80,7 @@ pub(super) async fn negotiate(
     peer: SocketAddr,
     kind: ListenerKind,
     shared: &C2sShared,
-) -> Option<Bound> {
+) -> Option<Negotiated> {
     let deadline = Duration::from_secs(shared.config.c2s.negotiation_timeout);
     let mut negotiation =
         Negotiation { shared, host: None, header_sent: false, user: None, cb: ChannelBinding::default() };
@@ -94,7 +103,7 @@ pub(super) async fn negotiate(
     })
     .await;
     let abort = match result {
-        Ok(Ok(bound)) => return Some(bound),
+        Ok(Ok(negotiated)) => return Some(negotiated),
         Ok(Err(abort)) => abort,
         // The stream was dropped with the future; nothing more can be said to it.
         Err(_elapsed) => {
@@ -144,7 +153,7 @@ impl Negotiation<'_> {
         self.header_sent = true;
     }
 
-    async fn run(&mut self, mut stream: XmppStream) -> Result<Bound, Abort> {
+    async fn run(&mut self, mut stream: XmppStream) -> Result<Negotiated, Abort> {
         loop {
             self.header_sent = false;
             let header = match stream.next_event().await {
@@ -161,7 +170,7 @@ impl Negotiation<'_> {
             if self.user.is_some() {
                 out.extend_from_slice(b"<stream:features>");
                 out.extend_from_slice(
-                    format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session><csi xmlns='urn:xmpp:csi:0'/>")
+                    format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session><csi xmlns='urn:xmpp:csi:0'/><sm xmlns='{NS_SM}'/>")
                         .as_bytes(),
                 );
                 let host = self.host.clone().unwrap_or_default();
@@ -432,8 +441,9 @@ impl Negotiation<'_> {
         }
     }
 
-    /// After SASL: legacy session requests are acknowledged, the bind request binds.
-    async fn bind_phase(&mut self, mut stream: XmppStream) -> Result<Bound, Abort> {
+    /// After SASL: legacy session requests are acknowledged, the bind request binds,
+    /// `<resume/>` hands the stream to the session it names (XEP-0198 §5).
+    async fn bind_phase(&mut self, mut stream: XmppStream) -> Result<Negotiated, Abort> {
         let Some(user) = self.user.clone() else { return Err(Abort::silent(None)) };
         loop {
             let element = match stream.next_event().await {
@@ -441,13 +451,54 @@ impl Negotiation<'_> {
                 Ok(_) => return Err(Abort::silent(Some(stream))),
                 Err(failure) => return Err(Abort::from_read(stream, failure)),
             };
+            if element.ns() == NS_SM {
+                stream = match self.resume(stream, &element, &user) {
+                    Ok(()) => return Ok(Negotiated::Resumed),
+                    Err(mut refused) => {
+                        send_or_abort(&mut refused.stream, &refused.answer).await?;
+                        refused.stream
+                    }
+                };
+                continue;
+            }
             if element.name() != "iq" || element.ns() != NS_CLIENT {
                 return Err(Abort::with(stream, "not-authorized"));
             }
             match bind::bind(&mut stream, &element, &user, self.shared).await {
-                Ok(Some((jid, handle, receiver))) => return Ok(Bound { stream, jid, handle, receiver }),
+                Ok(Some((jid, handle, receiver))) => {
+                    return Ok(Negotiated::Bound(Box::new(Bound { stream, jid, handle, receiver })));
+                }
                 Ok(None) => {}
                 Err(()) => return Err(Abort::silent(None)),
+            }
+        }
+    }
+}
+
+/// A stream management element before binding that did not resume a session: the
+/// stream, and the answer to send on it.
+struct NotResumed {
+    stream: XmppStream,
+    answer: Vec<u8>,
+}
+
+impl Negotiation<'_> {
+    /// `<resume previd h/>`: hands the stream to the session `previd` when it is this
+    /// account's and still resumable. Anything else in the XEP-0198 namespace before
+    /// binding is an unexpected request (`<enable/>` needs a bound resource, §3).
+    fn resume(&self, stream: XmppStream, element: &Stanza, user: &BareJid) -> Result<(), NotResumed> {
+        let request = (element.name() == "resume")
+            .then(|| Some((element.attr("previd")?, element.attr("h")?.parse::<u32>().ok()?)));
+        let (previd, h) = match request {
+            Some(Some(request)) => request,
+            Some(None) => return Err(NotResumed { stream, answer: sm::failed("bad-request", None) }),
+            None => return Err(NotResumed { stream, answer: sm::failed("unexpected-request", None) }),
+        };
+        match self.shared.resumes.resume(previd, user, Resumption { stream, h }) {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                tracing::debug!(known = refused.h.is_some(), "resumption refused");
+                Err(NotResumed { stream: refused.resumption.stream, answer: sm::failed("item-not-found", refused.h) })
             }
         }
     }
