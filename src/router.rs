@@ -447,7 +447,7 @@ impl StanzaRouter {
 }
 
 /// `get` or `set`; `None` for anything else.
-fn iq_kind(stanza: &Stanza) -> Option<IqKind> {
+pub(crate) fn iq_kind(stanza: &Stanza) -> Option<IqKind> {
     match stanza.type_() {
         Some("get") => Some(IqKind::Get),
         Some("set") => Some(IqKind::Set),
@@ -456,7 +456,7 @@ fn iq_kind(stanza: &Stanza) -> Option<IqKind> {
 }
 
 /// The one payload of an IQ get/set (RFC 6120 §8.2.3); `Err` when there is not exactly one.
-fn single_payload(stanza: &Stanza) -> Result<starling_api::minidom::Element, ()> {
+pub(crate) fn single_payload(stanza: &Stanza) -> Result<starling_api::minidom::Element, ()> {
     let element = stanza.to_element().map_err(|_| ())?;
     let mut children = element.children();
     match (children.next(), children.next()) {
@@ -545,9 +545,12 @@ mod tests {
         let sessions = Arc::new(SessionTable::default());
         let router = Arc::new(StanzaRouter::new(sessions.clone(), registry.clone(), config.clone()));
         let db = TestDb::sqlite();
+        let accounts =
+            crate::auth::CoreAccounts::new(db.db.clone(), config.server.hosts.clone(), Vec::new(), sessions.clone());
         let context = Context::new(ContextParts {
             router: router.clone(),
             sessions: sessions.clone(),
+            accounts: Arc::new(accounts),
             db: db.db.clone(),
             server: ServerInfo {
                 software: "Starling",

@@ -86,6 +86,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 enum End {
     /// Send this stream error, then close.
     Error(&'static str),
+    /// Send these stanzas, then this stream error, then close.
+    ErrorAfter(Vec<u8>, &'static str),
     /// The client closed its stream: answer with ours.
     Footer,
     /// Nothing can be written any more.
@@ -147,10 +149,24 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
                 if out.is_empty() {
                     continue;
                 }
-                let written = tokio::select! {
-                    written = tokio::time::timeout(WRITE_TIMEOUT, stream.send(&out)) => matches!(written, Ok(Ok(()))),
-                    _ = &mut receiver.close => false,
-                    _ = shared.shutdown.cancelled() => false,
+                let (written, closed) = {
+                    let send = tokio::time::timeout(WRITE_TIMEOUT, stream.send(&out));
+                    tokio::pin!(send);
+                    let mut closed = None;
+                    let written = tokio::select! {
+                        written = &mut send => matches!(written, Ok(Ok(()))),
+                        reason = &mut receiver.close => match reason {
+                            // A graceful close lets the write finish: it may carry the
+                            // answer to the request that caused the close.
+                            Ok(reason @ (CloseReason::AccountClosed | CloseReason::Ended)) => {
+                                closed = Some(reason);
+                                matches!(send.await, Ok(Ok(())))
+                            }
+                            _ => false,
+                        },
+                        _ = shared.shutdown.cancelled() => false,
+                    };
+                    (written, closed)
                 };
                 if out.capacity() > WRITE_BATCH {
                     out = Vec::new();
@@ -158,10 +174,14 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
                 if !written {
                     break End::Gone;
                 }
+                if let Some(reason) = closed {
+                    break closing(reason, &mut csi, &mut receiver.queue);
+                }
             },
             reason = &mut receiver.close => break match reason {
                 Ok(CloseReason::Replaced) => End::Error("conflict"),
                 Ok(CloseReason::TooSlow) => End::Error("policy-violation"),
+                Ok(reason) => closing(reason, &mut csi, &mut receiver.queue),
                 Err(_) => End::Gone,
             },
             _ = shared.shutdown.cancelled() => break End::Error("system-shutdown"),
@@ -192,6 +212,11 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
             write_stream_error(&mut out, condition, None);
             Some(out)
         }
+        End::ErrorAfter(mut pending, condition) => {
+            tracing::debug!(condition, "closing stream with an error");
+            write_stream_error(&mut pending, condition, None);
+            Some(pending)
+        }
         End::Footer => Some(b"</stream:stream>".to_vec()),
         End::Gone => None,
     };
@@ -200,6 +225,19 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
         stream.close().await;
     }
     tracing::info!("session ended");
+}
+
+/// A graceful close by the server (account deleted or disabled, session ended by an
+/// administrator): what was queued before it goes out first (the answer to an
+/// unregistration, XEP-0077 §3.2, is among it), then the stream error.
+fn closing(reason: CloseReason, csi: &mut Csi, queue: &mut tokio::sync::mpsc::Receiver<Stanza>) -> End {
+    let mut pending = Vec::new();
+    csi.flush(&mut pending);
+    while let Ok(stanza) = queue.try_recv() {
+        stanza.write_to(&mut pending, NS_CLIENT);
+    }
+    let condition = if reason == CloseReason::Ended { "policy-violation" } else { "not-authorized" };
+    End::ErrorAfter(pending, condition)
 }
 
 fn unavailable(from: &str, to: &str) -> Stanza {
