@@ -301,6 +301,9 @@ pub fn print_modules(config: &Config) -> anyhow::Result<()> {
     for (kind, scope, ns, name, module) in registry.all_iq_handlers() {
         println!("iq {kind:?} {scope:?} {{{ns}}}{name} -> {module}");
     }
+    for (kind, ns, name, module) in registry.all_pre_auth_iq_handlers() {
+        println!("iq {kind:?} before authentication {{{ns}}}{name} -> {module}");
+    }
     for (scope, feature, module) in registry.all_features() {
         println!("feature {scope:?} {feature} -> {module}");
     }

@@ -244,6 +244,17 @@ impl Registry {
             .map(|(_, (handler, module))| (handler, *module))
     }
 
+    /// Every pre-authentication IQ key with the owning module's name, for listings.
+    pub fn all_pre_auth_iq_handlers(&self) -> Vec<(IqKind, &'static str, &'static str, &'static str)> {
+        let mut out: Vec<_> = self
+            .pre_auth_iq
+            .iter()
+            .map(|((kind, ns, name), (_, module))| (*kind, *ns, *name, self.modules[*module].name))
+            .collect();
+        out.sort_by_key(|(kind, ns, name, module)| (*module, *ns, *name, matches!(kind, IqKind::Set)));
+        out
+    }
+
     /// Stream feature providers for streams before authentication, with the owning
     /// module's index.
     pub fn pre_auth_stream_features(&self) -> impl Iterator<Item = (&PreAuthFeatureFn, usize)> + '_ {

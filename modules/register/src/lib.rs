@@ -144,6 +144,7 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
     }
     let state = Arc::new(Registration { config, recent: Mutex::new(HashMap::new()) });
 
+    reg.disco_feature(Scope::Server, NS_REGISTER);
     let s = state.clone();
     reg.pre_auth_stream_feature(move |_, host| (s.mode(host) != Mode::Closed).then(|| FEATURE.to_owned()));
     let s = state.clone();
