@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use jid::{BareJid, Jid};
 use starling_api::hooks::{MessageDelivered, MessageToAccount, MessageUndelivered, PresenceToAccount, Routing};
+use starling_api::iq::AfterReply;
 use starling_api::iq::IqRequest;
 use starling_api::module::{ComponentRoute, IqRoute};
 use starling_api::reply::{error_reply, iq_result};
@@ -412,7 +413,9 @@ impl StanzaRouter {
             id: stanza.id().unwrap_or_default().to_owned(),
             lang: stanza.attr("xml:lang").map(str::to_owned),
             payload,
+            after_reply: AfterReply::default(),
         };
+        let after_reply = request.after_reply.clone();
         tokio::spawn(async move {
             if let Some(account) = account {
                 let (host, user) = (account.domain().to_string(), account.node().map(|n| n.to_string()));
@@ -434,6 +437,9 @@ impl StanzaRouter {
             };
             if let Some(reply) = reply {
                 context.send(reply);
+            }
+            if let Some(work) = after_reply.take() {
+                work.await;
             }
         });
     }

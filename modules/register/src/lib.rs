@@ -294,12 +294,11 @@ async fn registered(ctx: Context, req: IqRequest<RegisterQuery>) -> IqResult {
 /// §3.2 removal and §3.3 password change, by the logged-in user.
 async fn change(ctx: Context, state: Arc<Registration>, req: IqRequest<RegisterQuery>) -> IqResult {
     let jid = local_account(&ctx, &req)?;
-    let query = req.payload;
-    if query.remove {
+    if req.payload.remove {
         // The answer has to reach the client before its sessions end: the deletion
-        // runs after this handler has returned it (the core closes the sessions after
-        // what is already queued for them).
-        tokio::spawn(async move {
+        // runs once it is queued (the core then closes the sessions after what is
+        // already queued for them).
+        req.after_reply(async move {
             match ctx.accounts().delete(&jid).await {
                 Ok(()) => tracing::info!(%jid, "account removed in-band"),
                 Err(err) => tracing::error!(%jid, error = %err, "in-band account removal failed"),
@@ -307,6 +306,7 @@ async fn change(ctx: Context, state: Arc<Registration>, req: IqRequest<RegisterQ
         });
         return Ok(None);
     }
+    let query = req.payload;
     let (Some(username), Some(password)) = (query.username, query.password) else {
         return Err(not_acceptable("username and password are required"));
     };
