@@ -27,6 +27,7 @@ pub mod reply;
 pub mod roster;
 pub mod stanza;
 pub mod storage;
+pub mod vcard;
 
 pub use accounts::{AccountEntry, AccountError, AccountService};
 pub use address::{parse_bare_jid, parse_jid};
