@@ -349,6 +349,18 @@ mod tests {
     }
 
     #[test]
+    fn settings_for_unknown_hosts_or_keys_are_refused() {
+        let start = |text: &str| {
+            let value: toml::Value = toml::from_str(text).expect("toml");
+            starling_api::Registry::new(vec!["localhost".into()]).start_module(&MODULE, Some(&value)).map(|_| ())
+        };
+        assert!(start("mode = 'open'\n[hosts.localhost]\nmode = 'invite-token'").is_ok());
+        assert!(start("[hosts.\"elsewhere.example\"]\nmode = 'open'").is_err(), "not a host");
+        assert!(start("mdoe = 'open'").is_err(), "misspelt key");
+        assert!(start("mode = 'sometimes'").is_err(), "unknown mode");
+    }
+
+    #[test]
     fn hosts_default_to_the_module_mode() {
         let config: RegisterConfig =
             toml::from_str("mode = \"open\"\n[hosts.\"b.example\"]\nmode = \"invite-token\"\n").expect("config");
