@@ -17,6 +17,8 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_blocking::MODULE,
     &starling_mod_adhoc::MODULE,
     &starling_mod_admin::MODULE,
+    &starling_mod_register::MODULE,
+    &starling_mod_last::MODULE,
     &starling_mod_ping::MODULE,
     &starling_mod_version::MODULE,
     &starling_mod_time::MODULE,

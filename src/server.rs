@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::AuthThrottle;
+use crate::auth::{AuthThrottle, CoreAccounts};
 use crate::c2s::{self, C2sShared, ListenerKind};
 use crate::config::Config;
 use crate::router::StanzaRouter;
@@ -103,9 +103,12 @@ impl Server {
         let registry = Arc::new(start_modules(&config)?);
         let sessions = Arc::new(SessionTable::default());
         let router = Arc::new(StanzaRouter::new(sessions.clone(), registry.clone(), config.clone()));
+        let enabled = config.modules.enabled.iter().filter_map(|name| crate::modules::find(name)).collect();
+        let accounts = CoreAccounts::new(db.clone(), config.server.hosts.clone(), enabled, sessions.clone());
         let context = Context::new(ContextParts {
             router: router.clone(),
             sessions: sessions.clone(),
+            accounts: Arc::new(accounts),
             db: db.clone(),
             server: ServerInfo {
                 software: "Starling",

@@ -23,6 +23,12 @@ pub enum CloseReason {
     Replaced,
     /// The session's outbound queue overflowed: `policy-violation`.
     TooSlow,
+    /// The account was deleted or disabled: `not-authorized`, after the stanzas
+    /// already queued (the answer to an in-band unregistration among them).
+    AccountClosed,
+    /// An administrator ended the session (XEP-0133 §4.14): `policy-violation`, after
+    /// the stanzas already queued.
+    Ended,
 }
 
 /// A bound session as the rest of the server sees it.
@@ -229,6 +235,17 @@ impl starling_api::Sessions for SessionTable {
             .filter(|(user, _)| user.domain().as_str() == host)
             .flat_map(|(_, sessions)| sessions.iter().map(|s| (s.jid.clone(), s.is_available())))
             .collect()
+    }
+
+    fn end(&self, jid: &jid::Jid) -> usize {
+        let sessions = match jid.try_as_full() {
+            Ok(full) => self.get(full).into_iter().collect(),
+            Err(bare) => self.sessions_of(bare),
+        };
+        for session in &sessions {
+            session.close(CloseReason::Ended);
+        }
+        sessions.len()
     }
 }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use jid::{BareJid, FullJid};
+use starling_api::preauth::PreAuthIq;
+use starling_api::reply::{error_reply, iq_result};
 use starling_api::{Scope, Stanza, caps};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -222,6 +224,19 @@ impl Negotiation<'_> {
                     out.extend_from_slice(b"</sasl-channel-binding>");
                 }
             }
+            if !mechanisms.is_empty() {
+                // Pre-authentication features (XEP-0077 registration) need a secured
+                // stream, like SASL.
+                let host = self.host.clone().unwrap_or_default();
+                let context = &self.shared.context;
+                for (feature, module) in context.registry().pre_auth_stream_features() {
+                    if context.module_enabled(context.registry().modules()[module].name, &host)
+                        && let Some(xml) = feature(context, &host)
+                    {
+                        out.extend_from_slice(xml.as_bytes());
+                    }
+                }
+            }
             out.extend_from_slice(b"</stream:features>");
             if stream.send(&out).await.is_err() {
                 return Err(Abort::silent(None));
@@ -286,9 +301,48 @@ impl Negotiation<'_> {
                         return Ok(stream);
                     }
                 }
+                (NS_CLIENT, "iq") if !mechanisms.is_empty() => {
+                    if !self.pre_auth_iq(&mut stream, &element).await? {
+                        return Err(Abort::with(stream, "not-authorized"));
+                    }
+                }
                 _ => return Err(Abort::with(stream, "not-authorized")),
             }
         }
+    }
+
+    /// An IQ before authentication, for a module's pre-authentication handler (see
+    /// `starling_api::preauth`). `Ok(false)` when no enabled module handles it.
+    async fn pre_auth_iq(&mut self, stream: &mut XmppStream, iq: &Stanza) -> Result<bool, Abort> {
+        let (Some(kind), Ok(payload)) = (crate::router::iq_kind(iq), crate::router::single_payload(iq)) else {
+            return Ok(false);
+        };
+        let host = self.host.clone().unwrap_or_default();
+        let context = &self.shared.context;
+        let Some((handler, module)) = context.registry().pre_auth_iq_handler(kind, &payload.ns(), payload.name())
+        else {
+            return Ok(false);
+        };
+        if !context.module_enabled(context.registry().modules()[module].name, &host) {
+            return Ok(false);
+        }
+        let request = PreAuthIq {
+            host,
+            peer: stream.peer.ip(),
+            id: iq.id().unwrap_or_default().to_owned(),
+            lang: iq.attr("xml:lang").map(str::to_owned),
+            payload,
+        };
+        let reply = match handler.clone()(context.clone(), request).await {
+            Ok(payload) => Some(iq_result(iq, payload.as_ref())),
+            Err(error) => error_reply(iq, &error),
+        };
+        if let Some(reply) = reply {
+            let mut out = Vec::new();
+            reply.write_to(&mut out, NS_CLIENT);
+            send_or_abort(stream, &out).await?;
+        }
+        Ok(true)
     }
 
     async fn start_tls(&mut self, stream: XmppStream) -> Result<XmppStream, Abort> {

@@ -103,16 +103,17 @@ enum End {
     Footer,
     /// Nothing can be written any more.
     Gone,
+    /// Send these stanzas, then this stream error, then close.
+    ErrorAfter(Vec<u8>, &'static str),
     /// A new connection resumes the session (XEP-0198 §5).
     Resumed(Box<Resumption>),
 }
 
-fn closed(reason: Result<CloseReason, oneshot::error::RecvError>) -> End {
-    match reason {
-        Ok(CloseReason::Replaced) => End::Error("conflict"),
-        Ok(CloseReason::TooSlow) => End::Error("policy-violation"),
-        Err(_) => End::Gone,
-    }
+/// How a write ended.
+enum Written {
+    Done,
+    Failed(End),
+    Closed(Result<CloseReason, oneshot::error::RecvError>),
 }
 
 /// The bytes of the next write, and the stream management state that counts and keeps
@@ -256,7 +257,7 @@ impl Session<'_> {
                     }
                 },
                 Some(resumption) = next_resumption(&mut self.resumptions) => return End::Resumed(Box::new(resumption)),
-                reason = &mut self.receiver.close => return closed(reason),
+                reason = &mut self.receiver.close => return self.closed(reason),
                 _ = shared.shutdown.cancelled() => return End::Error("system-shutdown"),
                 _ = tokio::time::sleep_until(wake) => {
                     if ping_sent.is_some() {
@@ -279,25 +280,61 @@ impl Session<'_> {
     }
 
     /// Writes what the outbox holds. Gives up (`End::Gone`) when the client does not read,
-    /// and ends when the session is closed or the server shuts down meanwhile.
+    /// and ends when the session is closed or the server shuts down meanwhile; a graceful
+    /// close lets the write finish, as it may carry the answer to the request that caused
+    /// the close (XEP-0077 §3.2).
     async fn write_out(&mut self, stream: &mut XmppStream) -> Result<(), End> {
         if self.out.bytes.is_empty() {
             return Ok(());
         }
         let shared = self.shared;
-        let written = tokio::select! {
-            written = tokio::time::timeout(WRITE_TIMEOUT, stream.send(&self.out.bytes)) => match written {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(End::Gone),
-            },
-            reason = &mut self.receiver.close => Err(closed(reason)),
-            _ = shared.shutdown.cancelled() => Err(End::Error("system-shutdown")),
+        let bytes = std::mem::take(&mut self.out.bytes);
+        let outcome = {
+            let send = tokio::time::timeout(WRITE_TIMEOUT, stream.send(&bytes));
+            tokio::pin!(send);
+            tokio::select! {
+                written = &mut send => match written {
+                    Ok(Ok(())) => Written::Done,
+                    _ => Written::Failed(End::Gone),
+                },
+                reason = &mut self.receiver.close => match reason {
+                    Ok(CloseReason::AccountClosed | CloseReason::Ended) => match send.await {
+                        Ok(Ok(())) => Written::Closed(reason),
+                        _ => Written::Failed(End::Gone),
+                    },
+                    _ => Written::Closed(reason),
+                },
+                _ = shared.shutdown.cancelled() => Written::Failed(End::Error("system-shutdown")),
+            }
         };
+        self.out.bytes = bytes;
         self.out.bytes.clear();
         if self.out.bytes.capacity() > WRITE_BATCH {
             self.out.bytes = Vec::new();
         }
-        written
+        match outcome {
+            Written::Done => Ok(()),
+            Written::Failed(end) => Err(end),
+            Written::Closed(reason) => Err(self.closed(reason)),
+        }
+    }
+
+    /// How the session ends when the server closes it: a replaced or too slow session at
+    /// once; a graceful close (account deleted or disabled, session ended by an
+    /// administrator) after what was queued before it, then the stream error.
+    fn closed(&mut self, reason: Result<CloseReason, oneshot::error::RecvError>) -> End {
+        let condition = match reason {
+            Ok(CloseReason::Replaced) => return End::Error("conflict"),
+            Ok(CloseReason::TooSlow) => return End::Error("policy-violation"),
+            Err(_) => return End::Gone,
+            Ok(CloseReason::AccountClosed) => "not-authorized",
+            Ok(CloseReason::Ended) => "policy-violation",
+        };
+        self.csi.flush(&mut self.out);
+        while let Ok(stanza) = self.receiver.queue.try_recv() {
+            self.out.push(stanza);
+        }
+        End::ErrorAfter(std::mem::take(&mut self.out.bytes), condition)
     }
 
     /// XEP-0352 `<active/>` and `<inactive/>`.
@@ -376,7 +413,7 @@ impl Session<'_> {
         let shared = self.shared;
         let woken = tokio::select! {
             Some(resumption) = next_resumption(&mut self.resumptions) => Ok(Box::new(resumption)),
-            reason = &mut self.receiver.close => Err(closed(reason)),
+            reason = &mut self.receiver.close => Err(self.closed(reason)),
             _ = shared.shutdown.cancelled() => Err(End::Error("system-shutdown")),
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::info!("hibernation expired");
@@ -437,6 +474,11 @@ impl Session<'_> {
                 let mut out = Vec::new();
                 write_stream_error(&mut out, condition, None);
                 Some(out)
+            }
+            End::ErrorAfter(mut pending, condition) => {
+                tracing::debug!(condition, "closing stream with an error after the queued stanzas");
+                write_stream_error(&mut pending, condition, None);
+                Some(pending)
             }
             End::Footer => Some(b"</stream:stream>".to_vec()),
             End::Gone | End::Resumed(_) => None,
