@@ -212,6 +212,10 @@ async fn resumption_fails_for_unknown_ids_and_other_accounts() {
     assert!(failed.is("failed", NS_SM), "{failed:?}");
     assert!(failed.get_child("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas").is_some());
     assert_eq!(failed.attr("h"), None);
+    // Enabling needs a bound resource.
+    conn.send(&format!("<enable xmlns='{NS_SM}'/>")).await;
+    let failed = conn.recv().await;
+    assert!(failed.get_child("unexpected-request", "urn:ietf:params:xml:ns:xmpp-stanzas").is_some(), "{failed:?}");
     // The stream goes on: binding still works.
     assert_eq!(conn.bind(Some("desk")).await.expect("bind"), "bob@localhost/desk");
 
