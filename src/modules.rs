@@ -13,6 +13,7 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_private::MODULE,
     &starling_mod_carbons::MODULE,
     &starling_mod_vcard::MODULE,
+    &starling_mod_avatar::MODULE,
     &starling_mod_blocking::MODULE,
     &starling_mod_adhoc::MODULE,
     &starling_mod_admin::MODULE,

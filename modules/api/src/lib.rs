@@ -25,6 +25,7 @@ pub mod reply;
 pub mod roster;
 pub mod stanza;
 pub mod storage;
+pub mod vcard;
 
 pub use address::{parse_bare_jid, parse_jid};
 pub use context::{Context, ContextParts, IqTimeout, Router, ServerInfo, Sessions};
