@@ -126,7 +126,11 @@ async fn acknowledgements_count_both_ways() {
     assert!(failed.get_child("unexpected-request", "urn:ietf:params:xml:ns:xmpp-stanzas").is_some());
     // Acknowledging stanzas never sent ends the stream.
     alice.send(&format!("<a xmlns='{NS_SM}' h='9'/>")).await;
-    assert_eq!(alice.conn.stream_error().await.as_deref(), Some("undefined-condition"));
+    let error = alice.recv().await;
+    assert!(error.is("error", "http://etherx.jabber.org/streams"), "{error:?}");
+    assert!(error.get_child("undefined-condition", "urn:ietf:params:xml:ns:xmpp-streams").is_some());
+    let detail = error.get_child("handled-count-too-high", NS_SM).expect("the XEP-0198 detail");
+    assert_eq!((detail.attr("h"), detail.attr("send-count")), (Some("9"), Some("3")));
 }
 
 #[tokio::test]
@@ -212,6 +216,10 @@ async fn resumption_fails_for_unknown_ids_and_other_accounts() {
     assert!(failed.is("failed", NS_SM), "{failed:?}");
     assert!(failed.get_child("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas").is_some());
     assert_eq!(failed.attr("h"), None);
+    // Enabling needs a bound resource.
+    conn.send(&format!("<enable xmlns='{NS_SM}'/>")).await;
+    let failed = conn.recv().await;
+    assert!(failed.get_child("unexpected-request", "urn:ietf:params:xml:ns:xmpp-stanzas").is_some(), "{failed:?}");
     // The stream goes on: binding still works.
     assert_eq!(conn.bind(Some("desk")).await.expect("bind"), "bob@localhost/desk");
 

@@ -527,16 +527,7 @@ impl Negotiation<'_> {
             }
         }
     }
-}
 
-/// A stream management element before binding that did not resume a session: the
-/// stream, and the answer to send on it.
-struct NotResumed {
-    stream: XmppStream,
-    answer: Vec<u8>,
-}
-
-impl Negotiation<'_> {
     /// `<resume previd h/>`: hands the stream to the session `previd` when it is this
     /// account's and still resumable. Anything else in the XEP-0198 namespace before
     /// binding is an unexpected request (`<enable/>` needs a bound resource, §3).
@@ -556,6 +547,13 @@ impl Negotiation<'_> {
             }
         }
     }
+}
+
+/// A stream management element before binding that did not resume a session: the
+/// stream, and the answer to send on it.
+struct NotResumed {
+    stream: XmppStream,
+    answer: Vec<u8>,
 }
 
 fn binding_of(tls: &rustls::ServerConnection, shared: &C2sShared) -> ChannelBinding {

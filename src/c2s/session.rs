@@ -107,6 +107,9 @@ enum End {
     ErrorAfter(Vec<u8>, &'static str),
     /// A new connection resumes the session (XEP-0198 §5).
     Resumed(Box<Resumption>),
+    /// The client acknowledged `h` stanzas of the `sent` the server sent (XEP-0198 §4):
+    /// `undefined-condition` with `<handled-count-too-high/>`.
+    TooManyAcked { h: u32, sent: u32 },
 }
 
 /// How a write ended.
@@ -219,12 +222,12 @@ impl Session<'_> {
                     Ok(StreamEvent::Stanza(stanza)) => {
                         ping_sent = None;
                         let handled = match stanza.ns() {
-                            NS_CSI => self.on_csi(&stanza),
+                            NS_CSI => self.on_csi(&stanza).map_err(End::Error),
                             NS_SM => self.on_sm(&stanza),
-                            _ => self.on_stanza(stanza),
+                            _ => self.on_stanza(stanza).map_err(End::Error),
                         };
-                        if let Err(condition) = handled {
-                            return End::Error(condition);
+                        if let Err(end) = handled {
+                            return end;
                         }
                         if let Err(end) = self.write_out(stream).await {
                             return end;
@@ -351,7 +354,7 @@ impl Session<'_> {
     }
 
     /// XEP-0198 elements after resource binding.
-    fn on_sm(&mut self, element: &Stanza) -> Result<(), &'static str> {
+    fn on_sm(&mut self, element: &Stanza) -> Result<(), End> {
         match (element.name(), &mut self.out.sm) {
             ("enable", None) => self.enable(element),
             ("r", Some(sm)) => {
@@ -359,18 +362,18 @@ impl Session<'_> {
                 self.out.bytes.extend_from_slice(answer.as_bytes());
             }
             ("a", Some(sm)) => {
-                let h = element.attr("h").and_then(|h| h.parse::<u32>().ok()).ok_or("bad-format")?;
+                let h = element.attr("h").and_then(|h| h.parse::<u32>().ok()).ok_or(End::Error("bad-format"))?;
                 if let Err(too_many) = sm.acknowledge(h) {
                     // XEP-0198 §4: an acknowledgement of stanzas never sent ends the stream.
                     tracing::info!(h, sent = too_many.sent, "client acknowledged more than was sent");
-                    return Err("undefined-condition");
+                    return Err(End::TooManyAcked { h, sent: too_many.sent });
                 }
             }
             // An acknowledgement without stream management is meaningless; nothing to say.
             ("a", None) => {}
             // Enabling twice, asking for counts never kept, resuming from a bound stream.
             ("enable" | "r" | "resume", _) => self.out.bytes.extend_from_slice(&sm::failed("unexpected-request", None)),
-            _ => return Err("unsupported-stanza-type"),
+            _ => return Err(End::Error("unsupported-stanza-type")),
         }
         Ok(())
     }
@@ -480,6 +483,14 @@ impl Session<'_> {
                 write_stream_error(&mut pending, condition, None);
                 Some(pending)
             }
+            End::TooManyAcked { h, sent } => Some(
+                format!(
+                    "<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+                     <handled-count-too-high xmlns='{NS_SM}' h='{h}' send-count='{sent}'/>\
+                     </stream:error></stream:stream>"
+                )
+                .into_bytes(),
+            ),
             End::Footer => Some(b"</stream:stream>".to_vec()),
             End::Gone | End::Resumed(_) => None,
         };
