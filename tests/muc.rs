@@ -313,9 +313,16 @@ async fn one_nickname_can_have_several_sessions() {
     let mut phone = server.login("bob", "phone").await;
     let lounge = room("devices");
     create(alice, &lounge, "Alice", &[]).await;
-    join(bob, &lounge, "Bob").await;
+    let first = join(bob, &lounge, "Bob").await;
     let joined = join(&mut phone, &lounge, "Bob").await;
     assert!(codes(&self_presence(&joined)).contains(&"110".to_owned()), "second session joins the same nick");
+    assert_eq!(
+        occupant_id(&self_presence(&joined)),
+        occupant_id(&self_presence(&first)),
+        "one occupant id per real JID"
+    );
+    let refused = try_join(alice, &lounge, "Bob", "").await.expect_err("a nick change to a nick another JID holds");
+    assert_eq!(condition(&refused).as_deref(), Some("conflict"));
     say(alice, &lounge, "both").await;
     assert_eq!(body(&recv_groupchat(bob, &lounge).await).as_deref(), Some("both"));
     assert_eq!(body(&recv_groupchat(&mut phone, &lounge).await).as_deref(), Some("both"));
@@ -596,4 +603,37 @@ async fn moderators_retract_messages() {
     let mut carol = server.login("carol", "r").await;
     let joined = join(&mut carol, &lounge, "Carol").await;
     assert!(!joined.iter().any(|s| body(s).as_deref() == Some("spam")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occupants_on_other_servers_join_and_talk() {
+    use common::dns::TestDns;
+    use common::federation::{Publish, instance};
+    common::init_logging();
+    let dns = TestDns::start().await;
+    let a = instance("a.test", &dns, None, Publish::StartTls, |_| {}).await;
+    let b = instance("b.test", &dns, None, Publish::StartTls, |_| {}).await;
+    // The service domain is published like any server domain (dialback verifies it).
+    dns.server("conference.a.test", a.s2s_addr().port(), None);
+    a.add_user_at("alice", "a.test", "pw").await;
+    b.add_user_at("bob", "b.test", "pw").await;
+    let mut alice = Client::login_at(a.addr(), "alice", "a.test", "pw", Some("r")).await;
+    let mut bob = Client::login_at(b.addr(), "bob", "b.test", "pw", Some("r")).await;
+    let hall = "hall@conference.a.test";
+    create(&mut alice, hall, "Alice", &[]).await;
+    let joined = join(&mut bob, hall, "Bob").await;
+    assert!(joined.iter().any(|s| s.name() == "presence" && s.attr("from") == Some("hall@conference.a.test/Alice")));
+    let (seen, _) =
+        recv_until(&mut alice, |s| s.name() == "presence" && s.attr("from") == Some("hall@conference.a.test/Bob"))
+            .await;
+    assert_eq!(item(&seen).attr("jid"), Some("bob@b.test/r"));
+    say(&mut bob, hall, "from afar").await;
+    assert_eq!(body(&recv_groupchat(&mut alice, hall).await).as_deref(), Some("from afar"));
+    assert_eq!(body(&recv_groupchat(&mut bob, hall).await).as_deref(), Some("from afar"));
+    alice.send(&format!("<message to='{hall}/Bob' type='chat'><body>hi bob</body></message>")).await;
+    let (pm, _) = recv_until(&mut bob, |s| s.name() == "message" && s.attr("type") == Some("chat")).await;
+    assert_eq!(pm.attr("from"), Some("hall@conference.a.test/Alice"));
+    let (pong, _) =
+        bob.iq(&format!("<iq type='get' id='{{id}}' to='{hall}/Bob'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+    assert_eq!(pong.attr("type"), Some("result"), "self-ping across servers");
 }
