@@ -637,3 +637,52 @@ async fn occupants_on_other_servers_join_and_talk() {
         bob.iq(&format!("<iq type='get' id='{{id}}' to='{hall}/Bob'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
     assert_eq!(pong.attr("type"), Some("result"), "self-ping across servers");
 }
+
+#[tokio::test]
+async fn registered_nicknames_are_reserved() {
+    const REGISTER: &str = "jabber:iq:register";
+    let mut server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+    let guild = room("guild");
+    create(alice, &guild, "Alice", &[("muc#roomconfig_persistentroom", "1")]).await;
+    let (form, _) = bob.iq(&format!("<iq type='get' id='{{id}}' to='{guild}'><query xmlns='{REGISTER}'/></iq>")).await;
+    let x = form.get_child("query", REGISTER).and_then(|q| q.get_child("x", DATA)).expect("registration form");
+    assert!(x.children().any(|f| f.attr("var") == Some("muc#register_roomnick")));
+    let submit = |nick: &str| {
+        format!(
+            "<iq type='set' id='{{id}}' to='{guild}'><query xmlns='{REGISTER}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#register</value></field>\
+             <field var='muc#register_roomnick'><value>{nick}</value></field></x></query></iq>"
+        )
+    };
+    let (reply, _) = bob.iq(&submit("Robin")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let (reply, _) = carol.iq(&submit("Robin")).await;
+    assert_eq!(condition(&reply).as_deref(), Some("conflict"));
+    drop(clients);
+    server.restart().await;
+    let mut bob = server.login("bob", "r").await;
+    let mut carol = server.login("carol", "r").await;
+    // Survives a restart: Bob is a member; nobody else may take his nickname.
+    let refused = try_join(&mut carol, &guild, "Robin", "").await.expect_err("reserved");
+    assert_eq!(condition(&refused).as_deref(), Some("conflict"));
+    let (info, _) = bob
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{guild}'><query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/></iq>"
+        ))
+        .await;
+    let identity = info
+        .get_child("query", "http://jabber.org/protocol/disco#info")
+        .and_then(|q| q.get_child("identity", "http://jabber.org/protocol/disco#info"));
+    assert_eq!(identity.and_then(|i| i.attr("name")), Some("Robin"));
+    let joined = join(&mut bob, &guild, "Robin").await;
+    assert_eq!(item(&self_presence(&joined)).attr("affiliation"), Some("member"));
+    // Unregistering frees the nickname.
+    let (reply, _) = bob
+        .iq(&format!("<iq type='set' id='{{id}}' to='{guild}'><query xmlns='{REGISTER}'><remove/></query></iq>"))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let (reply, _) = carol.iq(&submit("Robin")).await;
+    assert_eq!(condition(&reply).as_deref(), Some("conflict"), "Bob still uses it in the room");
+}

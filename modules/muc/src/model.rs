@@ -58,6 +58,18 @@ impl Affiliation {
     }
 }
 
+/// A JID's affiliation with a room, why it was given, and the nickname the JID
+/// registered (§7.10), which nobody else may use there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// The affiliation (never [`Affiliation::None`] in a room's table).
+    pub affiliation: Affiliation,
+    /// The reason given with it.
+    pub reason: Option<String>,
+    /// The registered nickname.
+    pub nick: Option<String>,
+}
+
 /// An occupant's standing while present (§5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use starling_api::jid::BareJid;
 use starling_api::{DbConn, parse_bare_jid};
 
-use crate::model::Affiliation;
+use crate::model::{Affiliation, Standing};
 use crate::roomconfig::RoomConfig;
 
 diesel::table! {
@@ -27,6 +27,7 @@ diesel::table! {
         jid -> Text,
         affiliation -> Text,
         reason -> Nullable<Text>,
+        nick -> Nullable<Text>,
     }
 }
 
@@ -43,7 +44,7 @@ pub struct StoredRoom {
     /// Occupant-id key.
     pub salt: String,
     /// Affiliations.
-    pub affiliations: Vec<(BareJid, Affiliation, Option<String>)>,
+    pub affiliations: Vec<(BareJid, Standing)>,
 }
 
 /// Loads `room`, if it is a stored persistent room.
@@ -54,14 +55,20 @@ pub fn load(conn: &mut DbConn, room: &str) -> QueryResult<Option<StoredRoom>> {
         .first(conn)
         .optional()?;
     let Some((config, subject, subject_nick, salt)) = row else { return Ok(None) };
-    let rows: Vec<(String, String, Option<String>)> = muc_affiliations::table
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = muc_affiliations::table
         .filter(muc_affiliations::room.eq(room))
-        .select((muc_affiliations::jid, muc_affiliations::affiliation, muc_affiliations::reason))
+        .select((
+            muc_affiliations::jid,
+            muc_affiliations::affiliation,
+            muc_affiliations::reason,
+            muc_affiliations::nick,
+        ))
         .load(conn)?;
     let affiliations = rows
         .into_iter()
-        .filter_map(|(jid, affiliation, reason)| {
-            Some((parse_bare_jid(&jid).ok()?, Affiliation::parse(&affiliation)?, reason))
+        .filter_map(|(jid, affiliation, reason, nick)| {
+            let affiliation = Affiliation::parse(&affiliation)?;
+            Some((parse_bare_jid(&jid).ok()?, Standing { affiliation, reason, nick }))
         })
         .collect();
     Ok(Some(StoredRoom {
@@ -100,15 +107,8 @@ pub fn save(conn: &mut DbConn, room: &str, stored: &StoredRoom, now_us: i64) -> 
                 .execute(conn)?;
         }
         diesel::delete(muc_affiliations::table.filter(muc_affiliations::room.eq(room))).execute(conn)?;
-        for (jid, affiliation, reason) in &stored.affiliations {
-            diesel::insert_into(muc_affiliations::table)
-                .values((
-                    muc_affiliations::room.eq(room),
-                    muc_affiliations::jid.eq(jid.as_str()),
-                    muc_affiliations::affiliation.eq(affiliation.as_str()),
-                    muc_affiliations::reason.eq(reason),
-                ))
-                .execute(conn)?;
+        for (jid, standing) in &stored.affiliations {
+            insert_standing(conn, room, jid.as_str(), standing)?;
         }
         Ok(())
     })
@@ -122,30 +122,30 @@ pub fn save_subject(conn: &mut DbConn, room: &str, subject: &str, nick: &str) ->
         .map(drop)
 }
 
-/// Sets (or, for [`Affiliation::None`], removes) one affiliation.
-pub fn save_affiliation(
-    conn: &mut DbConn,
-    room: &str,
-    jid: &str,
-    affiliation: Affiliation,
-    reason: Option<&str>,
-) -> QueryResult<()> {
+fn insert_standing(conn: &mut DbConn, room: &str, jid: &str, standing: &Standing) -> QueryResult<()> {
+    diesel::insert_into(muc_affiliations::table)
+        .values((
+            muc_affiliations::room.eq(room),
+            muc_affiliations::jid.eq(jid),
+            muc_affiliations::affiliation.eq(standing.affiliation.as_str()),
+            muc_affiliations::reason.eq(&standing.reason),
+            muc_affiliations::nick.eq(&standing.nick),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Sets (`Some`) or removes (`None`) one JID's standing.
+pub fn save_standing(conn: &mut DbConn, room: &str, jid: &str, standing: Option<&Standing>) -> QueryResult<()> {
     conn.transaction(|conn| {
         diesel::delete(
             muc_affiliations::table.filter(muc_affiliations::room.eq(room)).filter(muc_affiliations::jid.eq(jid)),
         )
         .execute(conn)?;
-        if affiliation != Affiliation::None {
-            diesel::insert_into(muc_affiliations::table)
-                .values((
-                    muc_affiliations::room.eq(room),
-                    muc_affiliations::jid.eq(jid),
-                    muc_affiliations::affiliation.eq(affiliation.as_str()),
-                    muc_affiliations::reason.eq(reason),
-                ))
-                .execute(conn)?;
+        match standing {
+            Some(standing) => insert_standing(conn, room, jid, standing),
+            None => Ok(()),
         }
-        Ok(())
     })
 }
 

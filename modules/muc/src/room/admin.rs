@@ -7,7 +7,7 @@ use starling_api::tracing;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use super::{PresenceExtra, Room};
-use crate::model::{Affiliation, NS_ADMIN, NS_OWNER, Role};
+use crate::model::{Affiliation, NS_ADMIN, NS_OWNER, Role, Standing};
 use crate::roomconfig::NS_DATA;
 use crate::store;
 use crate::xml::Node;
@@ -41,12 +41,14 @@ impl Room {
             if requester < Affiliation::Admin {
                 return Err((ErrorType::Auth, DefinedCondition::Forbidden));
             }
-            let mut listed: Vec<_> = self.affiliations.iter().filter(|(_, (a, _))| *a == affiliation).collect();
+            let mut listed: Vec<_> = self.affiliations.iter().filter(|(_, s)| s.affiliation == affiliation).collect();
             listed.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-            for (jid, (affiliation, reason)) in listed {
-                let mut node =
-                    Node::new("item", NS_ADMIN).attr("affiliation", affiliation.as_str()).attr("jid", jid.to_string());
-                if let Some(reason) = reason {
+            for (jid, standing) in listed {
+                let mut node = Node::new("item", NS_ADMIN)
+                    .attr("affiliation", affiliation.as_str())
+                    .attr("jid", jid.to_string())
+                    .attr_opt("nick", standing.nick.clone());
+                if let Some(reason) = &standing.reason {
                     node.push(Node::text_element("reason", NS_ADMIN, reason.clone()));
                 }
                 out.push(node);
@@ -91,7 +93,7 @@ impl Room {
                 if !allowed {
                     return Err(not_allowed());
                 }
-                let owners = self.affiliations.values().filter(|(a, _)| *a == Affiliation::Owner).count();
+                let owners = self.affiliations.values().filter(|s| s.affiliation == Affiliation::Owner).count();
                 if current == Affiliation::Owner && affiliation != Affiliation::Owner && owners == 1 {
                     // §10.6: the last owner cannot go.
                     return Err((ErrorType::Cancel, DefinedCondition::Conflict));
@@ -149,20 +151,23 @@ impl Room {
         Ok(())
     }
 
-    /// Records an affiliation (persisting it in a persistent room).
+    /// Records an affiliation, keeping a registered nickname (persisting it in a
+    /// persistent room). [`Affiliation::None`] forgets the JID, nickname included.
     pub(super) async fn set_affiliation(&mut self, jid: &BareJid, affiliation: Affiliation, reason: Option<String>) {
-        if affiliation == Affiliation::None {
-            self.affiliations.remove(jid);
-        } else {
-            self.affiliations.insert(jid.clone(), (affiliation, reason.clone()));
-        }
+        let nick = self.affiliations.get(jid).and_then(|s| s.nick.clone());
+        let standing = (affiliation != Affiliation::None).then_some(Standing { affiliation, reason, nick });
+        self.set_standing(jid, standing).await;
+    }
+
+    /// Records (`Some`) or forgets (`None`) a JID's standing.
+    pub(super) async fn set_standing(&mut self, jid: &BareJid, standing: Option<Standing>) {
+        match &standing {
+            Some(standing) => self.affiliations.insert(jid.clone(), standing.clone()),
+            None => self.affiliations.remove(jid),
+        };
         if self.config.persistent {
             let (room, jid) = (self.jid.to_string(), jid.to_string());
-            let result = self
-                .ctx
-                .db()
-                .run(move |c| store::save_affiliation(c, &room, &jid, affiliation, reason.as_deref()))
-                .await;
+            let result = self.ctx.db().run(move |c| store::save_standing(c, &room, &jid, standing.as_ref())).await;
             if let Err(e) = result {
                 tracing::error!(room = %self.jid, error = %e, "cannot store an affiliation");
             }

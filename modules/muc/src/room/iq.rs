@@ -11,6 +11,7 @@ use starling_api::reply::{child_xml, error_reply};
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{Stanza, stanza_error};
 
+use super::register::NS_REGISTER;
 use super::{HistoryEntry, Room};
 use crate::model::{Affiliation, NS_ADMIN, NS_MODERATE, NS_MUC, NS_OCCUPANT_ID, NS_OWNER, NS_RETRACT, Role};
 use crate::roomconfig::NS_DATA;
@@ -43,9 +44,11 @@ impl Room {
         }
         let set = stanza.type_() == Some("set");
         let answer = match (set, payload.name(), payload.ns().as_str()) {
-            (false, "query", NS_DISCO_INFO) if payload.attr("node").is_none() => Ok(Some(self.disco_info())),
+            (false, "query", NS_DISCO_INFO) => self.disco_info_node(&from, payload.attr("node")).map(Some),
             (false, "query", NS_DISCO_ITEMS) => Ok(Some(Node::new("query", NS_DISCO_ITEMS))),
             (false, "ping", NS_PING) => Ok(None),
+            (false, "query", NS_REGISTER) => self.register_get(&from).map(Some),
+            (true, "query", NS_REGISTER) => self.register_set(&from, payload).await.map(|()| None),
             (false, "query", NS_ADMIN) => self.admin_get(&from, payload).map(Some),
             (true, "query", NS_ADMIN) => self.admin_set(&from, payload).await.map(|()| None),
             (false, "query", NS_OWNER) => self.owner_get(&from).map(Some),
@@ -78,6 +81,21 @@ impl Room {
         }
     }
 
+    /// disco#info of the room, or of its `x-roomuser-item` node: the requester's
+    /// reserved nickname as the identity's name (§7.12).
+    fn disco_info_node(&self, from: &Jid, node: Option<&str>) -> Result<Node, (ErrorType, DefinedCondition)> {
+        match node {
+            None => Ok(self.disco_info()),
+            Some("x-roomuser-item") => {
+                let mut identity =
+                    Node::new("identity", NS_DISCO_INFO).attr("category", "conference").attr("type", "text");
+                identity = identity.attr_opt("name", self.reserved_nick(&from.to_bare()).map(str::to_owned));
+                Ok(Node::new("query", NS_DISCO_INFO).attr("node", "x-roomuser-item").child(identity))
+            }
+            Some(_) => Err((ErrorType::Cancel, DefinedCondition::ItemNotFound)),
+        }
+    }
+
     /// §6.4: identity, features and the `muc#roominfo` form.
     fn disco_info(&self) -> Node {
         let name = if self.config.name.is_empty() {
@@ -89,6 +107,7 @@ impl Room {
             Node::new("identity", NS_DISCO_INFO).attr("category", "conference").attr("type", "text").attr("name", name),
         );
         let mut features = vec![
+            NS_REGISTER,
             NS_MUC,
             NS_DISCO_INFO,
             NS_OCCUPANT_ID,

@@ -4,13 +4,14 @@
 //! writes of persistent rooms are awaited in line, so the stored state follows the
 //! same order. The room's parts live in one file each: `presence` (join, leave, nick
 //! change), `message` (groupchat, subject, private messages, invitations), `admin`
-//! (affiliations, roles, configuration, destruction) and `iq` (disco, MAM, self-ping,
-//! moderation, IQs between occupants).
+//! (affiliations, roles, configuration, destruction), `register` (nickname
+//! registration) and `iq` (disco, MAM, self-ping, moderation, IQs between occupants).
 
 mod admin;
 mod iq;
 mod message;
 mod presence;
+mod register;
 
 use starling_api::tracing;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -26,7 +27,7 @@ use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{Context, Stanza, parse_jid};
 use tokio::sync::mpsc;
 
-use crate::model::{Affiliation, NS_OCCUPANT_ID, NS_USER, Role};
+use crate::model::{Affiliation, NS_OCCUPANT_ID, NS_USER, Role, Standing};
 use crate::roomconfig::RoomConfig;
 use crate::service::{Listing, Service, refuse};
 use crate::store::{self, StoredRoom};
@@ -97,7 +98,7 @@ pub struct Room {
     locked: bool,
     /// Subject text and the nick that set it.
     subject: Option<(String, String)>,
-    affiliations: HashMap<BareJid, (Affiliation, Option<String>)>,
+    affiliations: HashMap<BareJid, Standing>,
     occupants: BTreeMap<String, Occupant>,
     /// Full JID of a session → its nick.
     sessions: HashMap<FullJid, String>,
@@ -140,7 +141,7 @@ pub async fn run(svc: Arc<Service>, ctx: Context, jid: BareJid, mut rx: mpsc::Re
 
 impl Room {
     fn from_stored(svc: Arc<Service>, ctx: Context, jid: BareJid, stored: StoredRoom) -> Room {
-        let affiliations = stored.affiliations.into_iter().map(|(j, a, r)| (j, (a, r))).collect();
+        let affiliations = stored.affiliations.into_iter().collect();
         Room {
             jid,
             svc,
@@ -188,7 +189,10 @@ impl Room {
             config: RoomConfig { max_occupants: 0, ..RoomConfig::default() },
             locked: true,
             subject: None,
-            affiliations: HashMap::from([(from.to_bare(), (Affiliation::Owner, None))]),
+            affiliations: HashMap::from([(
+                from.to_bare(),
+                Standing { affiliation: Affiliation::Owner, reason: None, nick: None },
+            )]),
             occupants: BTreeMap::new(),
             sessions: HashMap::new(),
             history: VecDeque::new(),
@@ -227,7 +231,7 @@ impl Room {
     }
 
     fn affiliation(&self, jid: &BareJid) -> Affiliation {
-        self.affiliations.get(jid).map(|(a, _)| *a).unwrap_or(Affiliation::None)
+        self.affiliations.get(jid).map(|s| s.affiliation).unwrap_or(Affiliation::None)
     }
 
     /// The role an occupant with `affiliation` gets on entering (§5.1.2).
@@ -370,12 +374,7 @@ impl Room {
             config: self.config.clone(),
             subject: self.subject.clone(),
             salt: self.salt.clone(),
-            affiliations: self
-                .affiliations
-                .iter()
-                .filter(|(_, (a, _))| *a != Affiliation::None)
-                .map(|(j, (a, r))| (j.clone(), *a, r.clone()))
-                .collect(),
+            affiliations: self.affiliations.iter().map(|(j, s)| (j.clone(), s.clone())).collect(),
         }
     }
 

@@ -111,7 +111,9 @@ impl Room {
             Some((ErrorType::Auth, DefinedCondition::Forbidden))
         } else if self.config.members_only && affiliation < Affiliation::Member {
             Some((ErrorType::Auth, DefinedCondition::RegistrationRequired))
-        } else if self.occupants.get(nick).is_some_and(|o| o.bare != bare) {
+        } else if self.occupants.get(nick).is_some_and(|o| o.bare != bare)
+            || self.reserved_by(nick).is_some_and(|j| j != &bare)
+        {
             Some((ErrorType::Cancel, DefinedCondition::Conflict))
         } else if !self.config.password.is_empty()
             && affiliation < Affiliation::Admin
@@ -218,7 +220,7 @@ impl Room {
     /// occupant under the new one.
     fn change_nick(&mut self, stanza: &Stanza, current: &str, nick: &str, from: &FullJid, element: &Element) {
         let Some(occupant) = self.occupants.get(current) else { return };
-        if self.occupants.contains_key(nick) {
+        if self.occupants.contains_key(nick) || self.reserved_by(nick).is_some_and(|j| j != &occupant.bare) {
             refuse(&self.ctx, stanza, ErrorType::Cancel, DefinedCondition::Conflict);
             return;
         }
