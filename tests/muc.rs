@@ -660,6 +660,20 @@ async fn registered_nicknames_are_reserved() {
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
     let (reply, _) = carol.iq(&submit("Robin")).await;
     assert_eq!(condition(&reply).as_deref(), Some("conflict"));
+
+    // The room's avatar (XEP-0486): set by the owner, announced to occupants.
+    let vcard = "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard>";
+    let (reply, _) = carol.iq(&format!("<iq type='set' id='{{id}}' to='{guild}'>{vcard}</iq>")).await;
+    assert_eq!(condition(&reply).as_deref(), Some("forbidden"), "only owners");
+    let (reply, before) = alice.iq(&format!("<iq type='set' id='{{id}}' to='{guild}'>{vcard}</iq>")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let update = before
+        .iter()
+        .find(|s| s.name() == "presence" && s.attr("from") == Some(guild.as_str()))
+        .expect("room presence");
+    let hash = update.get_child("x", "vcard-temp:x:update").and_then(|x| x.get_child("photo", "vcard-temp:x:update"));
+    // SHA-1 of "hello".
+    assert_eq!(hash.map(|h| h.text()).as_deref(), Some("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"));
     drop(clients);
     server.restart().await;
     let mut bob = server.login("bob", "r").await;
@@ -678,6 +692,12 @@ async fn registered_nicknames_are_reserved() {
     assert_eq!(identity.and_then(|i| i.attr("name")), Some("Robin"));
     let joined = join(&mut bob, &guild, "Robin").await;
     assert_eq!(item(&self_presence(&joined)).attr("affiliation"), Some("member"));
+    let (card, _) = bob.iq(&format!("<iq type='get' id='{{id}}' to='{guild}'><vCard xmlns='vcard-temp'/></iq>")).await;
+    let binval = card
+        .get_child("vCard", "vcard-temp")
+        .and_then(|v| v.get_child("PHOTO", "vcard-temp"))
+        .and_then(|p| p.get_child("BINVAL", "vcard-temp"));
+    assert_eq!(binval.map(|b| b.text()).as_deref(), Some("aGVsbG8="), "the vCard survived the restart");
     // Unregistering frees the nickname.
     let (reply, _) = bob
         .iq(&format!("<iq type='set' id='{{id}}' to='{guild}'><query xmlns='{REGISTER}'><remove/></query></iq>"))

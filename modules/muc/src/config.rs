@@ -28,6 +28,8 @@ pub struct MucConfig {
     pub max_history: usize,
     /// Stanzas queued for one room before senders get `resource-constraint`.
     pub room_queue: usize,
+    /// Largest room vCard (with its avatar), in bytes.
+    pub max_vcard_bytes: usize,
 }
 
 impl Default for MucConfig {
@@ -38,6 +40,7 @@ impl Default for MucConfig {
             max_occupants: 1000,
             max_history: 100,
             room_queue: 1024,
+            max_vcard_bytes: 131_072,
         }
     }
 }

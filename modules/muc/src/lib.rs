@@ -1,7 +1,8 @@
 //! XEP-0045: Multi-User Chat — group chat rooms on a service domain of each host
 //! (`conference.<host>` by default), with XEP-0421 occupant ids, XEP-0410 self-pings,
 //! XEP-0425 moderation, XEP-0359 stanza ids and XEP-0313 archives per room (through
-//! the `mam` module's `ArchiveService`), XEP-0203 delayed history.
+//! the `mam` module's `ArchiveService`), XEP-0203 delayed history, XEP-0486 room
+//! avatars and §7.10 nickname registration.
 //!
 //! Each room is an actor owning its state (`room`); the service (`service`) routes
 //! the component's stanzas to them. Persistent rooms, their affiliations and subject
@@ -41,6 +42,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
         SpecSupport { spec: Spec::Xep(410), version: "1.0.1", status: Support::Complete, features: &[] },
         SpecSupport { spec: Spec::Xep(425), version: "0.3.0", status: Support::Partial, features: &[] },
         SpecSupport { spec: Spec::Xep(203), version: "2.0", status: Support::Complete, features: &[] },
+        SpecSupport { spec: Spec::Xep(486), version: "0.1.0", status: Support::Complete, features: &[] },
     ],
     migrations: Some(&MIGRATIONS),
     forget_user: Some(forget_user),

@@ -17,6 +17,7 @@ diesel::table! {
         subject_nick -> Nullable<Text>,
         salt -> Text,
         created_us -> BigInt,
+        vcard -> Nullable<Text>,
     }
 }
 
@@ -45,16 +46,19 @@ pub struct StoredRoom {
     pub salt: String,
     /// Affiliations.
     pub affiliations: Vec<(BareJid, Standing)>,
+    /// The room's vCard (XEP-0486), as XML.
+    pub vcard: Option<String>,
 }
 
 /// Loads `room`, if it is a stored persistent room.
 pub fn load(conn: &mut DbConn, room: &str) -> QueryResult<Option<StoredRoom>> {
-    let row: Option<(String, Option<String>, Option<String>, String)> = muc_rooms::table
+    type Row = (String, Option<String>, Option<String>, String, Option<String>);
+    let row: Option<Row> = muc_rooms::table
         .filter(muc_rooms::jid.eq(room))
-        .select((muc_rooms::config, muc_rooms::subject, muc_rooms::subject_nick, muc_rooms::salt))
+        .select((muc_rooms::config, muc_rooms::subject, muc_rooms::subject_nick, muc_rooms::salt, muc_rooms::vcard))
         .first(conn)
         .optional()?;
-    let Some((config, subject, subject_nick, salt)) = row else { return Ok(None) };
+    let Some((config, subject, subject_nick, salt, vcard)) = row else { return Ok(None) };
     let rows: Vec<(String, String, Option<String>, Option<String>)> = muc_affiliations::table
         .filter(muc_affiliations::room.eq(room))
         .select((
@@ -76,6 +80,7 @@ pub fn load(conn: &mut DbConn, room: &str) -> QueryResult<Option<StoredRoom>> {
         subject: subject.map(|s| (s, subject_nick.unwrap_or_default())),
         salt,
         affiliations,
+        vcard,
     }))
 }
 
@@ -92,6 +97,7 @@ pub fn save(conn: &mut DbConn, room: &str, stored: &StoredRoom, now_us: i64) -> 
                     muc_rooms::config.eq(&config),
                     muc_rooms::subject.eq(&subject),
                     muc_rooms::subject_nick.eq(&nick),
+                    muc_rooms::vcard.eq(&stored.vcard),
                 ))
                 .execute(conn)?;
         } else {
@@ -103,6 +109,7 @@ pub fn save(conn: &mut DbConn, room: &str, stored: &StoredRoom, now_us: i64) -> 
                     muc_rooms::subject_nick.eq(&nick),
                     muc_rooms::salt.eq(&stored.salt),
                     muc_rooms::created_us.eq(now_us),
+                    muc_rooms::vcard.eq(&stored.vcard),
                 ))
                 .execute(conn)?;
         }
@@ -118,6 +125,14 @@ pub fn save(conn: &mut DbConn, room: &str, stored: &StoredRoom, now_us: i64) -> 
 pub fn save_subject(conn: &mut DbConn, room: &str, subject: &str, nick: &str) -> QueryResult<()> {
     diesel::update(muc_rooms::table.filter(muc_rooms::jid.eq(room)))
         .set((muc_rooms::subject.eq(subject), muc_rooms::subject_nick.eq(nick)))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Stores the room's vCard.
+pub fn save_vcard(conn: &mut DbConn, room: &str, vcard: &str) -> QueryResult<()> {
+    diesel::update(muc_rooms::table.filter(muc_rooms::jid.eq(room)))
+        .set(muc_rooms::vcard.eq(vcard))
         .execute(conn)
         .map(drop)
 }

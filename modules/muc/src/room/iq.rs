@@ -12,6 +12,7 @@ use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{Stanza, stanza_error};
 
 use super::register::NS_REGISTER;
+use super::vcard::NS_VCARD;
 use super::{HistoryEntry, Room};
 use crate::model::{Affiliation, NS_ADMIN, NS_MODERATE, NS_MUC, NS_OCCUPANT_ID, NS_OWNER, NS_RETRACT, Role};
 use crate::roomconfig::NS_DATA;
@@ -54,6 +55,11 @@ impl Room {
             (false, "query", NS_OWNER) => self.owner_get(&from).map(Some),
             (true, "query", NS_OWNER) => self.owner_set(&from, payload).await.map(|()| None),
             (true, "moderate", NS_MODERATE) => self.moderate(&from, payload).map(|()| None),
+            (false, "vCard", NS_VCARD) => {
+                self.ctx.send(starling_api::reply::iq_result(stanza, Some(&self.vcard_get())));
+                return;
+            }
+            (true, "vCard", NS_VCARD) => self.vcard_set(&from, payload).await.map(|()| None),
             (true, "query", NS_MAM) => {
                 self.archive_query(stanza, &from, payload);
                 return;
@@ -108,6 +114,7 @@ impl Room {
         );
         let mut features = vec![
             NS_REGISTER,
+            NS_VCARD,
             NS_MUC,
             NS_DISCO_INFO,
             NS_OCCUPANT_ID,
@@ -127,7 +134,7 @@ impl Room {
         let field = |var: &'static str, value: String| {
             Node::new("field", NS_DATA).attr("var", var).child(Node::text_element("value", NS_DATA, value))
         };
-        let form = Node::new("x", NS_DATA)
+        let mut form = Node::new("x", NS_DATA)
             .attr("type", "result")
             .child(
                 Node::new("field", NS_DATA).attr("var", "FORM_TYPE").attr("type", "hidden").child(Node::text_element(
@@ -143,6 +150,9 @@ impl Room {
                 "muc#roomconfig_changesubject",
                 if self.config.change_subject { "1" } else { "0" }.to_owned(),
             ));
+        if let Some(hash) = self.avatar_hash() {
+            form.push(field("muc#roominfo_avatarhash", hash.to_owned()));
+        }
         query.child(form)
     }
 

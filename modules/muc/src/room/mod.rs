@@ -5,13 +5,14 @@
 //! same order. The room's parts live in one file each: `presence` (join, leave, nick
 //! change), `message` (groupchat, subject, private messages, invitations), `admin`
 //! (affiliations, roles, configuration, destruction), `register` (nickname
-//! registration) and `iq` (disco, MAM, self-ping, moderation, IQs between occupants).
+//! registration), `vcard` (the room's avatar) and `iq` (disco, MAM, self-ping, moderation, IQs between occupants).
 
 mod admin;
 mod iq;
 mod message;
 mod presence;
 mod register;
+mod vcard;
 
 use starling_api::tracing;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -107,6 +108,8 @@ pub struct Room {
     salt: String,
     /// Ended: destroyed, or a temporary room left empty.
     ended: bool,
+    /// The room's vCard (XEP-0486) and the SHA-1 of its photo.
+    vcard: Option<(String, Option<String>)>,
 }
 
 /// The actor: loads the room if stored, then handles its stanzas until it ends.
@@ -155,6 +158,10 @@ impl Room {
             history: VecDeque::new(),
             salt: stored.salt,
             ended: false,
+            vcard: stored.vcard.map(|xml| {
+                let hash = vcard::photo_hash(&xml);
+                (xml, hash)
+            }),
         }
     }
 
@@ -198,6 +205,7 @@ impl Room {
             history: VecDeque::new(),
             salt: URL_SAFE_NO_PAD.encode(salt),
             ended: false,
+            vcard: None,
         };
         room.config.history_length = room.config.history_length.min(svc.config.max_history);
         room.handle_created(stanza).await;
@@ -375,6 +383,7 @@ impl Room {
             subject: self.subject.clone(),
             salt: self.salt.clone(),
             affiliations: self.affiliations.iter().map(|(j, s)| (j.clone(), s.clone())).collect(),
+            vcard: self.vcard.as_ref().map(|(xml, _)| xml.clone()),
         }
     }
 
