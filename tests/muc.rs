@@ -447,6 +447,29 @@ async fn moderated_rooms_and_channels() {
     say(bob, &lounge, "again?").await;
     let (error, _) = recv_until(bob, |s| s.name() == "message" && s.attr("type") == Some("error")).await;
     assert_eq!(condition(&error).as_deref(), Some("forbidden"));
+    // A voice request reaches the moderator as a form; approving it gives voice.
+    let request = |extra: &str| {
+        format!(
+            "<message to='{lounge}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>\
+             <field var='muc#role'><value>participant</value></field>{extra}</x></message>"
+        )
+    };
+    bob.send(&request("")).await;
+    let (form, _) = recv_until(alice, |s| s.name() == "message" && s.has_child("x", DATA)).await;
+    let fields = form.get_child("x", DATA).expect("form");
+    let nick = fields
+        .children()
+        .find(|f| f.attr("var") == Some("muc#roomnick"))
+        .and_then(|f| f.get_child("value", DATA))
+        .map(|v| v.text());
+    assert_eq!(nick.as_deref(), Some("Bob"));
+    alice
+        .send(&request("<field var='muc#roomnick'><value>Bob</value></field><field var='muc#request_allow'><value>true</value></field>"))
+        .await;
+    let (voiced, _) =
+        recv_until(bob, |s| s.name() == "presence" && s.attr("from") == Some(&format!("{lounge}/Bob"))).await;
+    assert_eq!(item(&voiced).attr("role"), Some("participant"));
 
     // A channel: public, moderated, persistent; only owners and admins post.
     let news = room("news");

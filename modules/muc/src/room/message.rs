@@ -1,5 +1,5 @@
 //! Groupchat messages, the subject, private messages and mediated invitations
-//! (XEP-0045 §7.4, §7.5, §7.8, §8.1).
+//! (XEP-0045 §7.4, §7.5, §7.8, §8.1); voice request forms go to `voice`.
 
 use starling_api::tracing;
 use std::time::SystemTime;
@@ -12,7 +12,7 @@ use starling_api::{Stanza, parse_bare_jid};
 
 use super::{HistoryEntry, Room};
 use crate::model::{Affiliation, NS_OCCUPANT_ID, NS_USER, Role};
-use crate::roomconfig::PmPolicy;
+use crate::roomconfig::{NS_DATA, PmPolicy};
 use crate::service::refuse;
 use crate::xml::{self, Children, NS_CLIENT, Node};
 
@@ -173,6 +173,12 @@ impl Room {
 
     /// A message to the room itself that is not groupchat: invitations and declines.
     async fn addressed_to_room(&mut self, stanza: &Stanza, element: &Element, from: &Jid) {
+        if let Some(form) = element.get_child("x", NS_DATA).filter(|f| super::voice::is_voice_form(f)) {
+            if let Err((type_, condition)) = self.voice_form(from, form) {
+                refuse(&self.ctx, stanza, type_, condition);
+            }
+            return;
+        }
         let Some(x) = element.get_child("x", NS_USER) else {
             refuse(&self.ctx, stanza, ErrorType::Modify, DefinedCondition::BadRequest);
             return;

@@ -5,7 +5,7 @@
 //! same order. The room's parts live in one file each: `presence` (join, leave, nick
 //! change), `message` (groupchat, subject, private messages, invitations), `admin`
 //! (affiliations, roles, configuration, destruction), `register` (nickname
-//! registration), `vcard` (the room's avatar) and `iq` (disco, MAM, self-ping, moderation, IQs between occupants).
+//! registration), `vcard` (the room's avatar), `voice` (voice requests) and `iq` (disco, MAM, self-ping, moderation, IQs between occupants).
 
 mod admin;
 mod iq;
@@ -13,6 +13,7 @@ mod message;
 mod presence;
 mod register;
 mod vcard;
+mod voice;
 
 use starling_api::tracing;
 use std::collections::{BTreeMap, HashMap, VecDeque};
