@@ -297,8 +297,9 @@ impl Room {
         if self.config.whois_anyone != before.whois_anyone {
             codes.push(if self.config.whois_anyone { 172 } else { 173 });
         }
-        if self.config.archiving != before.archiving {
-            codes.push(if self.config.archiving { 170 } else { 171 });
+        let logged = before.archiving && before.persistent;
+        if self.logs() != logged {
+            codes.push(if self.logs() { 170 } else { 171 });
         }
         self.broadcast_status(&codes);
         self.update_listing();

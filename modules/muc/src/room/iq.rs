@@ -124,7 +124,7 @@ impl Room {
             "http://jabber.org/protocol/muc#self-ping-optimization",
             "http://jabber.org/protocol/muc#stable_id",
         ];
-        if self.ctx.service::<dyn ArchiveService>().is_some() {
+        if self.logs() {
             features.push(NS_MAM);
         }
         features.extend(self.config.features());

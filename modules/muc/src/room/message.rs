@@ -97,10 +97,10 @@ impl Room {
         }
     }
 
-    /// Stores `message` in the room's archive when archiving is on; the stanza id
+    /// Stores `message` in the room's archive when the room logs; the stanza id
     /// either way (moderation needs one).
     pub(super) fn archive(&self, with: &str, message: &Stanza) -> String {
-        let service = self.ctx.service::<dyn ArchiveService>().filter(|_| self.config.archiving);
+        let service = self.ctx.service::<dyn ArchiveService>().filter(|_| self.logs());
         match (service, starling_api::parse_jid(with)) {
             (Some(service), Ok(with)) => service.archive(&self.jid, &with, message),
             _ => {

@@ -24,6 +24,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use starling_api::archive::ArchiveService;
 use starling_api::jid::{BareJid, FullJid, Jid};
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{Context, Stanza, parse_jid};
@@ -410,6 +411,13 @@ impl Room {
         if self.occupants.is_empty() && !self.config.persistent {
             self.ended = true;
         }
+    }
+
+    /// Whether messages go to the room's archive: archiving on, and the room
+    /// persistent (a temporary room's archive would outlive it and greet the next
+    /// room of that name).
+    fn logs(&self) -> bool {
+        self.config.archiving && self.config.persistent && self.ctx.service::<dyn ArchiveService>().is_some()
     }
 
     fn max_occupants(&self) -> usize {

@@ -25,7 +25,9 @@ impl HistoryRequest {
     fn parse(join: Option<&Element>) -> HistoryRequest {
         let Some(history) = join.and_then(|x| x.get_child("history", NS_MUC)) else { return HistoryRequest::default() };
         let number = |name: &str| history.attr(name).and_then(|v| v.parse::<usize>().ok());
-        let seconds = number("seconds").map(|s| SystemTime::now() - Duration::from_secs(s as u64));
+        // A period longer than the clock's past means everything.
+        let seconds = number("seconds")
+            .map(|s| SystemTime::now().checked_sub(Duration::from_secs(s as u64)).unwrap_or(SystemTime::UNIX_EPOCH));
         let since = history
             .attr("since")
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
@@ -163,7 +165,7 @@ impl Room {
         if self.config.whois_anyone {
             self_codes.push(100);
         }
-        if self.config.archiving {
+        if self.logs() {
             self_codes.push(170);
         }
         if created {
