@@ -11,6 +11,7 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_mam::MODULE,
     &starling_mod_pep::MODULE,
     &starling_mod_private::MODULE,
+    &starling_mod_muc::MODULE,
     &starling_mod_carbons::MODULE,
     &starling_mod_vcard::MODULE,
     &starling_mod_avatar::MODULE,

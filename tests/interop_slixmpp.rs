@@ -3,7 +3,8 @@
 //! with SCRAM, uses disco and ping, and exchanges messages; pages through its message
 //! archive (XEP-0313) and publishes an OMEMO device list (XEP-0384, XEP-0163); resumes
 //! a stream management session (XEP-0198) after its TCP connection was cut; registers
-//! an account in-band (XEP-0077) and runs administration commands (XEP-0050, XEP-0133).
+//! an account in-band (XEP-0077) and runs administration commands (XEP-0050, XEP-0133);
+//! creates, talks in and kicks from a group chat room with its XEP-0045 plugin.
 
 mod common;
 
@@ -135,4 +136,30 @@ async fn slixmpp_registers_in_band_and_administers_accounts() {
     assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("ok: registered in-band as newbie"), "{stdout}");
     assert!(stdout.contains("ok: carol logged in"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slixmpp_uses_a_room_and_kicks() {
+    if !slixmpp_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_muc.py");
+    let addr = server.addr();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new("python3")
+            .args([script, &addr.ip().to_string(), &addr.port().to_string(), HOST])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("slixmpp script finished in time")
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("ok: bob was kicked with 307"), "{stdout}");
 }

@@ -1,0 +1,2 @@
+DROP TABLE muc_affiliations;
+DROP TABLE muc_rooms;

@@ -1,0 +1,1 @@
+ALTER TABLE muc_affiliations DROP COLUMN nick;

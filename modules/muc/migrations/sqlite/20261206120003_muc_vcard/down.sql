@@ -1,0 +1,1 @@
+ALTER TABLE muc_rooms DROP COLUMN vcard;

@@ -1,0 +1,733 @@
+//! Multi-User Chat (XEP-0045) over real sockets, several clients per room: creation,
+//! configuration and destruction, joins (conflicts, codes, order), history, broadcast,
+//! private messages, nick changes, multi-session nicknames, kicks and bans,
+//! members-only rooms and invitations, moderated rooms and channels, persistence
+//! across a restart, room MAM with paging, self-ping, occupant ids, moderation.
+
+mod common;
+
+use common::{Client, TestServer};
+use minidom::Element;
+
+const MUC: &str = "http://jabber.org/protocol/muc";
+const USER: &str = "http://jabber.org/protocol/muc#user";
+const ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+const OWNER: &str = "http://jabber.org/protocol/muc#owner";
+const DATA: &str = "jabber:x:data";
+const CLIENT: &str = "jabber:client";
+const SID: &str = "urn:xmpp:sid:0";
+const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+const MAM: &str = "urn:xmpp:mam:2";
+const RSM: &str = "http://jabber.org/protocol/rsm";
+const SERVICE: &str = "conference.localhost";
+
+fn room(name: &str) -> String {
+    format!("{name}@{SERVICE}")
+}
+
+fn condition(stanza: &Element) -> Option<String> {
+    let error = stanza.get_child("error", CLIENT)?;
+    error.children().find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas").map(|c| c.name().to_owned())
+}
+
+fn codes(presence: &Element) -> Vec<String> {
+    presence
+        .get_child("x", USER)
+        .map(|x| {
+            x.children().filter(|c| c.is("status", USER)).filter_map(|c| c.attr("code").map(str::to_owned)).collect()
+        })
+        .unwrap_or_default()
+}
+
+fn item(presence: &Element) -> Element {
+    presence.get_child("x", USER).and_then(|x| x.get_child("item", USER)).cloned().expect("muc#user item")
+}
+
+fn occupant_id(stanza: &Element) -> Option<String> {
+    stanza.get_child("occupant-id", OCCUPANT_ID).and_then(|o| o.attr("id")).map(str::to_owned)
+}
+
+fn body(message: &Element) -> Option<String> {
+    message.get_child("body", CLIENT).map(|b| b.text())
+}
+
+/// Receives until `pred` matches; returns the match and what came before.
+async fn recv_until(client: &mut Client, pred: impl Fn(&Element) -> bool) -> (Element, Vec<Element>) {
+    let mut before = Vec::new();
+    loop {
+        let stanza = client.recv().await;
+        if pred(&stanza) {
+            return (stanza, before);
+        }
+        before.push(stanza);
+    }
+}
+
+fn is_subject(stanza: &Element) -> bool {
+    stanza.name() == "message" && stanza.has_child("subject", CLIENT) && !stanza.has_child("body", CLIENT)
+}
+
+/// Joins `room` as `nick` (with `extra` inside `<x xmlns=muc>`) and collects the join
+/// up to the subject: `Ok(stanzas)` or `Err(error presence)`.
+async fn try_join(client: &mut Client, room: &str, nick: &str, extra: &str) -> Result<Vec<Element>, Element> {
+    client.send(&format!("<presence to='{room}/{nick}'><x xmlns='{MUC}'>{extra}</x></presence>")).await;
+    let mut received = Vec::new();
+    loop {
+        let stanza = client.recv().await;
+        if stanza.name() == "presence" && stanza.attr("type") == Some("error") {
+            return Err(stanza);
+        }
+        let done = is_subject(&stanza) && stanza.attr("from").is_some_and(|f| f.starts_with(room));
+        received.push(stanza);
+        if done {
+            return Ok(received);
+        }
+    }
+}
+
+async fn join(client: &mut Client, room: &str, nick: &str) -> Vec<Element> {
+    try_join(client, room, nick, "").await.expect("join succeeds")
+}
+
+/// The self-presence (status 110) among a join's stanzas.
+fn self_presence(stanzas: &[Element]) -> Element {
+    stanzas
+        .iter()
+        .find(|s| s.name() == "presence" && codes(s).contains(&"110".to_owned()))
+        .cloned()
+        .expect("self-presence")
+}
+
+/// Submits the configuration form with `fields` (var, value).
+async fn configure(client: &mut Client, room: &str, fields: &[(&str, &str)]) -> Element {
+    let fields: String =
+        fields.iter().map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>")).collect();
+    let (reply, _) = client
+        .iq(&format!(
+            "<iq type='set' id='{{id}}' to='{room}'><query xmlns='{OWNER}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>{fields}</x></query></iq>"
+        ))
+        .await;
+    reply
+}
+
+/// Creates `room` with `owner` as `nick` and configures it with `fields`.
+async fn create(owner: &mut Client, room: &str, nick: &str, fields: &[(&str, &str)]) {
+    let joined = join(owner, room, nick).await;
+    let own = self_presence(&joined);
+    assert!(codes(&own).contains(&"201".to_owned()), "new room: {own:?}");
+    assert_eq!(item(&own).attr("affiliation"), Some("owner"));
+    let reply = configure(owner, room, fields).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+}
+
+async fn admin(client: &mut Client, room: &str, items: &str) -> Element {
+    let (reply, _) =
+        client.iq(&format!("<iq type='set' id='{{id}}' to='{room}'><query xmlns='{ADMIN}'>{items}</query></iq>")).await;
+    reply
+}
+
+async fn users(server: &TestServer, names: &[&str]) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for name in names {
+        server.add_user(name, "pw").await;
+        clients.push(server.login(name, "r").await);
+    }
+    clients
+}
+
+/// Sends a groupchat message and returns it as `receiver` gets it.
+async fn say(sender: &mut Client, room: &str, text: &str) {
+    sender.send(&format!("<message to='{room}' type='groupchat' id='m-{text}'><body>{text}</body></message>")).await;
+}
+
+/// The next groupchat message with a body from `room`.
+async fn recv_groupchat(client: &mut Client, room: &str) -> Element {
+    let from_room = |s: &Element| s.attr("from").is_some_and(|f| f.split('/').next() == Some(room));
+    recv_until(client, |s| {
+        s.name() == "message" && s.attr("type") == Some("groupchat") && s.has_child("body", CLIENT) && from_room(s)
+    })
+    .await
+    .0
+}
+
+#[tokio::test]
+async fn rooms_are_created_joined_and_talked_in() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+    let lounge = room("lounge");
+
+    // The service: its own identity.
+    let (info, _) = alice
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .await;
+    let query = info.get_child("query", "http://jabber.org/protocol/disco#info").expect("disco#info");
+    assert!(
+        query.children().any(|c| c.name() == "identity"
+            && c.attr("category") == Some("conference")
+            && c.attr("type") == Some("text"))
+    );
+    assert!(query.children().any(|c| c.attr("var") == Some(MUC)));
+
+    // Creation: the room stays locked until its owner configures it.
+    let joined = join(alice, &lounge, "Alice").await;
+    assert!(codes(&self_presence(&joined)).contains(&"201".to_owned()));
+    let refused = try_join(bob, &lounge, "Bob", "").await.expect_err("locked room");
+    assert_eq!(condition(&refused).as_deref(), Some("item-not-found"));
+    let (form, _) = alice.iq(&format!("<iq type='get' id='{{id}}' to='{lounge}'><query xmlns='{OWNER}'/></iq>")).await;
+    let x = form.get_child("query", OWNER).and_then(|q| q.get_child("x", DATA)).expect("config form");
+    assert!(x.children().any(|f| f.attr("var") == Some("muc#roomconfig_moderatedroom")));
+    let (reply, _) = alice
+        .iq(&format!("<iq type='set' id='{{id}}' to='{lounge}'><query xmlns='{OWNER}'><x xmlns='{DATA}' type='submit'/></query></iq>"))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "instant room: {reply:?}");
+
+    // Bob joins: Alice's presence first, his own last (110), then the subject.
+    let joined = join(bob, &lounge, "Bob").await;
+    let presences: Vec<&Element> = joined.iter().filter(|s| s.name() == "presence").collect();
+    assert_eq!(presences.first().and_then(|p| p.attr("from")), Some(format!("{lounge}/Alice").as_str()));
+    let own = presences.last().expect("own presence");
+    assert_eq!(own.attr("from"), Some(format!("{lounge}/Bob").as_str()));
+    assert!(codes(own).contains(&"110".to_owned()));
+    assert_eq!(item(own).attr("role"), Some("participant"));
+    let bob_id = occupant_id(own).expect("occupant-id");
+    let (seen, _) =
+        recv_until(alice, |s| s.name() == "presence" && s.attr("from") == Some(&format!("{lounge}/Bob"))).await;
+    assert_eq!(item(&seen).attr("jid"), Some(bob.jid.as_str()), "moderators see real JIDs");
+    assert_eq!(occupant_id(&seen), Some(bob_id.clone()));
+
+    // A nickname in use by someone else.
+    let refused = try_join(carol, &lounge, "Bob", "").await.expect_err("conflict");
+    assert_eq!(condition(&refused).as_deref(), Some("conflict"));
+
+    // Messages reach every occupant, sender included, with stanza and occupant ids.
+    for text in ["one", "two", "three"] {
+        say(bob, &lounge, text).await;
+    }
+    for client in [&mut *alice, &mut *bob] {
+        for text in ["one", "two", "three"] {
+            let message = recv_groupchat(client, &lounge).await;
+            assert_eq!(message.attr("from"), Some(format!("{lounge}/Bob").as_str()));
+            assert_eq!(body(&message).as_deref(), Some(text));
+            assert_eq!(message.attr("id"), Some(format!("m-{text}").as_str()));
+            let sid = message.get_child("stanza-id", SID).expect("stanza-id");
+            assert_eq!(sid.attr("by"), Some(lounge.as_str()));
+            assert_eq!(occupant_id(&message), Some(bob_id.clone()));
+        }
+    }
+
+    // History on join: the last two, delayed, before the subject.
+    let joined = try_join(carol, &lounge, "Carol", "<history maxstanzas='2'/>").await.expect("carol joins");
+    let history: Vec<&Element> =
+        joined.iter().filter(|s| s.name() == "message" && s.has_child("body", CLIENT)).collect();
+    assert_eq!(history.iter().filter_map(|m| body(m)).collect::<Vec<_>>(), ["two", "three"]);
+    assert!(
+        history
+            .iter()
+            .all(|m| m.get_child("delay", "urn:xmpp:delay").and_then(|d| d.attr("from")) == Some(lounge.as_str()))
+    );
+    let carol_item = item(&self_presence(&joined));
+    assert!(carol_item.attr("jid").is_some(), "own JID in own presence");
+    let (seen, _) =
+        recv_until(bob, |s| s.name() == "presence" && s.attr("from") == Some(&format!("{lounge}/Carol"))).await;
+    assert_eq!(item(&seen).attr("jid"), None, "semi-anonymous: participants do not see real JIDs");
+
+    // Private messages, between occupants, through the room.
+    carol.send(&format!("<message to='{lounge}/Bob' type='chat'><body>psst</body></message>")).await;
+    let (pm, _) = recv_until(bob, |s| s.name() == "message" && s.attr("type") == Some("chat")).await;
+    assert_eq!(pm.attr("from"), Some(format!("{lounge}/Carol").as_str()));
+    assert_eq!(body(&pm).as_deref(), Some("psst"));
+    assert!(pm.has_child("x", USER));
+    carol.send(&format!("<message to='{lounge}/Nobody' type='chat' id='pm2'><body>?</body></message>")).await;
+    let (error, _) = recv_until(carol, |s| s.name() == "message" && s.attr("type") == Some("error")).await;
+    assert_eq!(condition(&error).as_deref(), Some("item-not-found"));
+    // Only occupants may speak.
+    let mut outsider = {
+        server.add_user("dave", "pw").await;
+        server.login("dave", "r").await
+    };
+    say(&mut outsider, &lounge, "hi").await;
+    let (error, _) = recv_until(&mut outsider, |s| s.name() == "message").await;
+    assert_eq!(condition(&error).as_deref(), Some("not-acceptable"));
+
+    // Self-ping (XEP-0410): answered for a joined nick, refused otherwise.
+    let (pong, _) =
+        carol.iq(&format!("<iq type='get' id='{{id}}' to='{lounge}/Carol'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+    assert_eq!(pong.attr("type"), Some("result"));
+    let (pong, _) = outsider
+        .iq(&format!("<iq type='get' id='{{id}}' to='{lounge}/Carol'><ping xmlns='urn:xmpp:ping'/></iq>"))
+        .await;
+    assert_eq!(condition(&pong).as_deref(), Some("not-acceptable"));
+
+    // Nick change: 303 under the old nick, then the new one; the occupant id stays.
+    bob.send(&format!("<presence to='{lounge}/Robert'/>")).await;
+    let (gone, _) =
+        recv_until(carol, |s| s.name() == "presence" && s.attr("from") == Some(&format!("{lounge}/Bob"))).await;
+    assert_eq!(gone.attr("type"), Some("unavailable"));
+    assert!(codes(&gone).contains(&"303".to_owned()));
+    assert_eq!(item(&gone).attr("nick"), Some("Robert"));
+    let (back, _) =
+        recv_until(carol, |s| s.name() == "presence" && s.attr("from") == Some(&format!("{lounge}/Robert"))).await;
+    assert_eq!(occupant_id(&back), Some(bob_id.clone()));
+
+    // Leaving, with a status text; then the occupant id is the same on rejoining.
+    bob.send(&format!("<presence to='{lounge}/Robert' type='unavailable'><status>bye</status></presence>")).await;
+    let (left, _) =
+        recv_until(carol, |s| s.name() == "presence" && s.attr("from") == Some(&format!("{lounge}/Robert"))).await;
+    assert_eq!(left.attr("type"), Some("unavailable"));
+    assert_eq!(item(&left).attr("role"), Some("none"));
+    assert_eq!(left.get_child("status", CLIENT).map(|s| s.text()).as_deref(), Some("bye"));
+    let (own_leave, _) = recv_until(bob, |s| {
+        s.name() == "presence"
+            && s.attr("type") == Some("unavailable")
+            && s.attr("from") == Some(&format!("{lounge}/Robert"))
+    })
+    .await;
+    assert!(codes(&own_leave).contains(&"110".to_owned()));
+    let joined = join(bob, &lounge, "Bobby").await;
+    assert_eq!(occupant_id(&self_presence(&joined)), Some(bob_id));
+
+    // The room is listed by the service.
+    let (items, _) = carol
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"
+        ))
+        .await;
+    let listed: Vec<String> = items
+        .get_child("query", "http://jabber.org/protocol/disco#items")
+        .expect("items")
+        .children()
+        .filter_map(|i| i.attr("jid").map(str::to_owned))
+        .collect();
+    assert_eq!(listed, [lounge]);
+}
+
+#[tokio::test]
+async fn one_nickname_can_have_several_sessions() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob"]).await;
+    let [alice, bob] = clients.as_mut_slice() else { unreachable!() };
+    let mut phone = server.login("bob", "phone").await;
+    let lounge = room("devices");
+    create(alice, &lounge, "Alice", &[]).await;
+    let first = join(bob, &lounge, "Bob").await;
+    let joined = join(&mut phone, &lounge, "Bob").await;
+    assert!(codes(&self_presence(&joined)).contains(&"110".to_owned()), "second session joins the same nick");
+    assert_eq!(
+        occupant_id(&self_presence(&joined)),
+        occupant_id(&self_presence(&first)),
+        "one occupant id per real JID"
+    );
+    let refused = try_join(alice, &lounge, "Bob", "").await.expect_err("a nick change to a nick another JID holds");
+    assert_eq!(condition(&refused).as_deref(), Some("conflict"));
+    say(alice, &lounge, "both").await;
+    assert_eq!(body(&recv_groupchat(bob, &lounge).await).as_deref(), Some("both"));
+    assert_eq!(body(&recv_groupchat(&mut phone, &lounge).await).as_deref(), Some("both"));
+    alice.send(&format!("<message to='{lounge}/Bob' type='chat'><body>pm</body></message>")).await;
+    for session in [&mut *bob, &mut phone] {
+        let (pm, _) = recv_until(session, |s| s.name() == "message" && s.attr("type") == Some("chat")).await;
+        assert_eq!(body(&pm).as_deref(), Some("pm"));
+    }
+    // One device leaving leaves the nick in the room.
+    phone.send(&format!("<presence to='{lounge}/Bob' type='unavailable'/>")).await;
+    recv_until(&mut phone, |s| s.name() == "presence" && s.attr("type") == Some("unavailable")).await;
+    say(alice, &lounge, "still").await;
+    assert_eq!(body(&recv_groupchat(bob, &lounge).await).as_deref(), Some("still"));
+    let others = alice.sync().await;
+    assert!(
+        !others.iter().any(|s| s.name() == "presence" && s.attr("type") == Some("unavailable")),
+        "others saw Bob leave: {others:?}"
+    );
+}
+
+#[tokio::test]
+async fn kicked_and_banned_occupants_and_members_only_rooms() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol", "dave"]).await;
+    let [alice, bob, carol, dave] = clients.as_mut_slice() else { unreachable!() };
+    let lounge = room("strict");
+    create(alice, &lounge, "Alice", &[]).await;
+    join(bob, &lounge, "Bob").await;
+    join(carol, &lounge, "Carol").await;
+
+    // A participant cannot kick; a moderator can (307).
+    let reply = admin(carol, &lounge, "<item nick='Bob' role='none'/>").await;
+    assert_eq!(condition(&reply).as_deref(), Some("not-allowed"));
+    let reply = admin(alice, &lounge, "<item nick='Bob' role='none'><reason>spam</reason></item>").await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let (kicked, _) = recv_until(bob, |s| s.name() == "presence" && s.attr("type") == Some("unavailable")).await;
+    let kicked_codes = codes(&kicked);
+    assert!(kicked_codes.contains(&"307".to_owned()) && kicked_codes.contains(&"110".to_owned()), "{kicked:?}");
+    assert_eq!(item(&kicked).get_child("reason", USER).map(|r| r.text()).as_deref(), Some("spam"));
+    let (seen, _) =
+        recv_until(carol, |s| s.name() == "presence" && s.attr("from") == Some(&format!("{lounge}/Bob"))).await;
+    assert!(codes(&seen).contains(&"307".to_owned()));
+    // A kicked occupant may come back; a banned one may not (301).
+    join(bob, &lounge, "Bob").await;
+    let reply = admin(alice, &lounge, "<item jid='bob@localhost' affiliation='outcast'/>").await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let (banned, _) = recv_until(bob, |s| s.name() == "presence" && s.attr("type") == Some("unavailable")).await;
+    assert!(codes(&banned).contains(&"301".to_owned()));
+    let refused = try_join(bob, &lounge, "Bob", "").await.expect_err("banned");
+    assert_eq!(condition(&refused).as_deref(), Some("forbidden"));
+    let (list, _) = alice
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{lounge}'><query xmlns='{ADMIN}'><item affiliation='outcast'/></query></iq>"
+        ))
+        .await;
+    let outcasts: Vec<_> = list
+        .get_child("query", ADMIN)
+        .expect("list")
+        .children()
+        .filter_map(|i| i.attr("jid").map(str::to_owned))
+        .collect();
+    assert_eq!(outcasts, ["bob@localhost"]);
+
+    // Members-only: non-members are removed (322) and refused; an invitee becomes a member.
+    let reply = configure(alice, &lounge, &[("muc#roomconfig_membersonly", "1")]).await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let (removed, _) = recv_until(carol, |s| {
+        s.name() == "presence"
+            && s.attr("type") == Some("unavailable")
+            && s.attr("from") == Some(&format!("{lounge}/Carol"))
+    })
+    .await;
+    assert!(codes(&removed).contains(&"322".to_owned()), "{removed:?}");
+    let refused = try_join(dave, &lounge, "Dave", "").await.expect_err("members only");
+    assert_eq!(condition(&refused).as_deref(), Some("registration-required"));
+    // Available, so that a message to the bare JID is delivered, not stored offline.
+    dave.presence(0).await;
+    dave.sync().await;
+    alice
+        .send(&format!("<message to='{lounge}'><x xmlns='{USER}'><invite to='dave@localhost'><reason>join us</reason></invite></x></message>"))
+        .await;
+    let (invitation, _) = recv_until(dave, |s| s.name() == "message" && s.has_child("x", USER)).await;
+    assert_eq!(invitation.attr("from"), Some(lounge.as_str()));
+    let invite = invitation.get_child("x", USER).and_then(|x| x.get_child("invite", USER)).expect("invite");
+    assert_eq!(invite.attr("from"), Some("alice@localhost"));
+    let joined = join(dave, &lounge, "Dave").await;
+    assert_eq!(item(&self_presence(&joined)).attr("affiliation"), Some("member"));
+    // A decline reaches the inviter through the room.
+    carol
+        .send(&format!("<message to='{lounge}'><x xmlns='{USER}'><decline to='alice@localhost/r'/></x></message>"))
+        .await;
+    let (declined, _) = recv_until(alice, |s| {
+        s.name() == "message" && s.get_child("x", USER).is_some_and(|x| x.has_child("decline", USER))
+    })
+    .await;
+    let decline = declined.get_child("x", USER).and_then(|x| x.get_child("decline", USER)).expect("decline");
+    assert_eq!(decline.attr("from"), Some("carol@localhost"));
+}
+
+#[tokio::test]
+async fn moderated_rooms_and_channels() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+    let lounge = room("stage");
+    create(alice, &lounge, "Alice", &[("muc#roomconfig_moderatedroom", "1")]).await;
+    let joined = join(bob, &lounge, "Bob").await;
+    assert_eq!(item(&self_presence(&joined)).attr("role"), Some("visitor"));
+    say(bob, &lounge, "can I?").await;
+    let (error, _) = recv_until(bob, |s| s.name() == "message" && s.attr("type") == Some("error")).await;
+    assert_eq!(condition(&error).as_deref(), Some("forbidden"));
+    // Voice granted: Bob speaks.
+    let reply = admin(alice, &lounge, "<item nick='Bob' role='participant'/>").await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let (voiced, _) =
+        recv_until(bob, |s| s.name() == "presence" && s.attr("from") == Some(&format!("{lounge}/Bob"))).await;
+    assert_eq!(item(&voiced).attr("role"), Some("participant"));
+    say(bob, &lounge, "now I can").await;
+    assert_eq!(body(&recv_groupchat(alice, &lounge).await).as_deref(), Some("now I can"));
+    // Voice revoked.
+    admin(alice, &lounge, "<item nick='Bob' role='visitor'/>").await;
+    say(bob, &lounge, "again?").await;
+    let (error, _) = recv_until(bob, |s| s.name() == "message" && s.attr("type") == Some("error")).await;
+    assert_eq!(condition(&error).as_deref(), Some("forbidden"));
+    // A voice request reaches the moderator as a form; approving it gives voice.
+    let request = |extra: &str| {
+        format!(
+            "<message to='{lounge}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>\
+             <field var='muc#role'><value>participant</value></field>{extra}</x></message>"
+        )
+    };
+    bob.send(&request("")).await;
+    let (form, _) = recv_until(alice, |s| s.name() == "message" && s.has_child("x", DATA)).await;
+    let fields = form.get_child("x", DATA).expect("form");
+    let nick = fields
+        .children()
+        .find(|f| f.attr("var") == Some("muc#roomnick"))
+        .and_then(|f| f.get_child("value", DATA))
+        .map(|v| v.text());
+    assert_eq!(nick.as_deref(), Some("Bob"));
+    alice
+        .send(&request("<field var='muc#roomnick'><value>Bob</value></field><field var='muc#request_allow'><value>true</value></field>"))
+        .await;
+    let (voiced, _) =
+        recv_until(bob, |s| s.name() == "presence" && s.attr("from") == Some(&format!("{lounge}/Bob"))).await;
+    assert_eq!(item(&voiced).attr("role"), Some("participant"));
+
+    // A channel: public, moderated, persistent; only owners and admins post.
+    let news = room("news");
+    create(
+        alice,
+        &news,
+        "Editor",
+        &[
+            ("muc#roomconfig_persistentroom", "1"),
+            ("muc#roomconfig_publicroom", "1"),
+            ("muc#roomconfig_moderatedroom", "1"),
+        ],
+    )
+    .await;
+    admin(alice, &news, "<item jid='carol@localhost' affiliation='admin'/>").await;
+    join(bob, &news, "Reader").await;
+    let joined = join(carol, &news, "Carol").await;
+    assert_eq!(item(&self_presence(&joined)).attr("role"), Some("moderator"));
+    say(carol, &news, "headline").await;
+    assert_eq!(body(&recv_groupchat(bob, &news).await).as_deref(), Some("headline"));
+    say(bob, &news, "comment").await;
+    let (error, _) = recv_until(bob, |s| s.name() == "message" && s.attr("type") == Some("error")).await;
+    assert_eq!(condition(&error).as_deref(), Some("forbidden"));
+}
+
+/// A room MAM query: the bodies and the `<fin/>`.
+async fn room_archive(client: &mut Client, room: &str, set: &str) -> (Vec<String>, Element) {
+    let (reply, others) = client
+        .iq(&format!("<iq type='set' id='{{id}}' to='{room}'><query xmlns='{MAM}' queryid='q'><set xmlns='{RSM}'>{set}</set></query></iq>"))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let bodies = others
+        .iter()
+        .filter_map(|m| m.get_child("result", MAM))
+        .filter_map(|r| r.get_child("forwarded", "urn:xmpp:forward:0"))
+        .filter_map(|f| f.get_child("message", CLIENT))
+        .filter_map(body)
+        .collect();
+    (bodies, reply.get_child("fin", MAM).cloned().expect("fin"))
+}
+
+#[tokio::test]
+async fn persistent_rooms_survive_a_restart_with_their_archive() {
+    let mut server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    {
+        let [alice, ..] = clients.as_mut_slice() else { unreachable!() };
+        let club = room("club");
+        create(
+            alice,
+            &club,
+            "Alice",
+            &[("muc#roomconfig_persistentroom", "1"), ("muc#roomconfig_roomname", "The Club")],
+        )
+        .await;
+        admin(
+            alice,
+            &club,
+            "<item jid='bob@localhost' affiliation='member'/><item jid='carol@localhost' affiliation='outcast'/>",
+        )
+        .await;
+        alice.send(&format!("<message to='{club}' type='groupchat'><subject>Rules</subject></message>")).await;
+        recv_until(alice, is_subject).await;
+        for text in ["a", "b", "c", "d", "e"] {
+            say(alice, &club, text).await;
+            recv_groupchat(alice, &club).await;
+        }
+        // The archive, page by page (RSM max 2).
+        let (page, fin) = room_archive(alice, &club, "<max>2</max>").await;
+        assert_eq!(page, ["a", "b"]);
+        let last = fin.get_child("set", RSM).and_then(|s| s.get_child("last", RSM)).map(|l| l.text()).expect("last");
+        let (page, _) = room_archive(alice, &club, &format!("<max>2</max><after>{last}</after>")).await;
+        assert_eq!(page, ["c", "d"]);
+        let (page, fin) = room_archive(alice, &club, "<max>2</max><before/>").await;
+        assert_eq!(page, ["d", "e"]);
+        assert_ne!(fin.attr("complete"), Some("true"));
+        alice.send(&format!("<presence to='{club}/Alice' type='unavailable'/>")).await;
+        recv_until(alice, |s| s.name() == "presence" && s.attr("type") == Some("unavailable")).await;
+    }
+    drop(clients);
+    server.restart().await;
+    let mut alice = server.login("alice", "r").await;
+    let mut bob = server.login("bob", "r").await;
+    let mut carol = server.login("carol", "r").await;
+    let club = room("club");
+    // Configuration, affiliations and subject survived.
+    let joined = join(&mut bob, &club, "Bob").await;
+    assert_eq!(item(&self_presence(&joined)).attr("affiliation"), Some("member"));
+    let subject = joined.iter().find(|s| is_subject(s)).expect("subject");
+    assert_eq!(subject.get_child("subject", CLIENT).map(|s| s.text()).as_deref(), Some("Rules"));
+    let refused = try_join(&mut carol, &club, "Carol", "").await.expect_err("still banned");
+    assert_eq!(condition(&refused).as_deref(), Some("forbidden"));
+    let joined = join(&mut alice, &club, "Alice").await;
+    assert_eq!(item(&self_presence(&joined)).attr("affiliation"), Some("owner"));
+    let (info, _) = bob
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{club}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .await;
+    let query = info.get_child("query", "http://jabber.org/protocol/disco#info").expect("info");
+    assert!(query.children().any(|c| c.attr("name") == Some("The Club")));
+    assert!(query.children().any(|c| c.attr("var") == Some("muc_persistent")));
+    // And the archive: the outcast may not read it.
+    let (page, _) = room_archive(&mut bob, &club, "<max>10</max>").await;
+    assert_eq!(page, ["a", "b", "c", "d", "e"]);
+    let (reply, _) = carol.iq(&format!("<iq type='set' id='{{id}}' to='{club}'><query xmlns='{MAM}'/></iq>")).await;
+    assert_eq!(condition(&reply).as_deref(), Some("forbidden"));
+
+    // Destroyed: occupants are told, the room is gone, also after a restart.
+    let (reply, _) = alice
+        .iq(&format!("<iq type='set' id='{{id}}' to='{club}'><query xmlns='{OWNER}'><destroy jid='{}'><reason>moved</reason></destroy></query></iq>", room("club2")))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let (gone, _) = recv_until(&mut bob, |s| s.name() == "presence" && s.attr("type") == Some("unavailable")).await;
+    let destroy = gone.get_child("x", USER).and_then(|x| x.get_child("destroy", USER)).expect("destroy");
+    assert_eq!(destroy.attr("jid"), Some(room("club2").as_str()));
+    drop((alice, bob, carol));
+    server.restart().await;
+    let mut carol = server.login("carol", "r").await;
+    let (info, _) = carol
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{club}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .await;
+    assert_eq!(condition(&info).as_deref(), Some("item-not-found"));
+}
+
+#[tokio::test]
+async fn moderators_retract_messages() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob"]).await;
+    let [alice, bob] = clients.as_mut_slice() else { unreachable!() };
+    let lounge = room("moderated");
+    create(alice, &lounge, "Alice", &[]).await;
+    join(bob, &lounge, "Bob").await;
+    say(bob, &lounge, "spam").await;
+    let message = recv_groupchat(alice, &lounge).await;
+    let id = message.get_child("stanza-id", SID).and_then(|s| s.attr("id")).expect("stanza id").to_owned();
+    let request = format!(
+        "<iq type='set' id='{{id}}' to='{lounge}'><moderate xmlns='urn:xmpp:message-moderate:1' id='{id}'>\
+         <retract xmlns='urn:xmpp:message-retract:1'/><reason>spam</reason></moderate></iq>"
+    );
+    let (reply, _) = bob.iq(&request).await;
+    assert_eq!(condition(&reply).as_deref(), Some("forbidden"), "only moderators");
+    let (reply, _) = alice.iq(&request).await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let (retraction, _) =
+        recv_until(bob, |s| s.name() == "message" && s.has_child("retract", "urn:xmpp:message-retract:1")).await;
+    let retract = retraction.get_child("retract", "urn:xmpp:message-retract:1").expect("retract");
+    assert_eq!(retract.attr("id"), Some(id.as_str()));
+    assert!(retract.has_child("moderated", "urn:xmpp:message-moderate:1"));
+    // Gone from the history new occupants get.
+    server.add_user("carol", "pw").await;
+    let mut carol = server.login("carol", "r").await;
+    // (A period beyond the clock's past is everything, not a crash.)
+    let joined =
+        try_join(&mut carol, &lounge, "Carol", "<history seconds='18446744073709551615'/>").await.expect("joins");
+    assert!(!joined.iter().any(|s| body(s).as_deref() == Some("spam")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occupants_on_other_servers_join_and_talk() {
+    use common::dns::TestDns;
+    use common::federation::{Publish, instance};
+    common::init_logging();
+    let dns = TestDns::start().await;
+    let a = instance("a.test", &dns, None, Publish::StartTls, |_| {}).await;
+    let b = instance("b.test", &dns, None, Publish::StartTls, |_| {}).await;
+    // The service domain is published like any server domain (dialback verifies it).
+    dns.server("conference.a.test", a.s2s_addr().port(), None);
+    a.add_user_at("alice", "a.test", "pw").await;
+    b.add_user_at("bob", "b.test", "pw").await;
+    let mut alice = Client::login_at(a.addr(), "alice", "a.test", "pw", Some("r")).await;
+    let mut bob = Client::login_at(b.addr(), "bob", "b.test", "pw", Some("r")).await;
+    let hall = "hall@conference.a.test";
+    create(&mut alice, hall, "Alice", &[]).await;
+    let joined = join(&mut bob, hall, "Bob").await;
+    assert!(joined.iter().any(|s| s.name() == "presence" && s.attr("from") == Some("hall@conference.a.test/Alice")));
+    let (seen, _) =
+        recv_until(&mut alice, |s| s.name() == "presence" && s.attr("from") == Some("hall@conference.a.test/Bob"))
+            .await;
+    assert_eq!(item(&seen).attr("jid"), Some("bob@b.test/r"));
+    say(&mut bob, hall, "from afar").await;
+    assert_eq!(body(&recv_groupchat(&mut alice, hall).await).as_deref(), Some("from afar"));
+    assert_eq!(body(&recv_groupchat(&mut bob, hall).await).as_deref(), Some("from afar"));
+    alice.send(&format!("<message to='{hall}/Bob' type='chat'><body>hi bob</body></message>")).await;
+    let (pm, _) = recv_until(&mut bob, |s| s.name() == "message" && s.attr("type") == Some("chat")).await;
+    assert_eq!(pm.attr("from"), Some("hall@conference.a.test/Alice"));
+    let (pong, _) =
+        bob.iq(&format!("<iq type='get' id='{{id}}' to='{hall}/Bob'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+    assert_eq!(pong.attr("type"), Some("result"), "self-ping across servers");
+}
+
+#[tokio::test]
+async fn registered_nicknames_are_reserved() {
+    const REGISTER: &str = "jabber:iq:register";
+    let mut server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+    let guild = room("guild");
+    create(alice, &guild, "Alice", &[("muc#roomconfig_persistentroom", "1")]).await;
+    let (form, _) = bob.iq(&format!("<iq type='get' id='{{id}}' to='{guild}'><query xmlns='{REGISTER}'/></iq>")).await;
+    let x = form.get_child("query", REGISTER).and_then(|q| q.get_child("x", DATA)).expect("registration form");
+    assert!(x.children().any(|f| f.attr("var") == Some("muc#register_roomnick")));
+    let submit = |nick: &str| {
+        format!(
+            "<iq type='set' id='{{id}}' to='{guild}'><query xmlns='{REGISTER}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#register</value></field>\
+             <field var='muc#register_roomnick'><value>{nick}</value></field></x></query></iq>"
+        )
+    };
+    let (reply, _) = bob.iq(&submit("Robin")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let (reply, _) = carol.iq(&submit("Robin")).await;
+    assert_eq!(condition(&reply).as_deref(), Some("conflict"));
+
+    // The room's avatar (XEP-0486): set by the owner, announced to occupants.
+    let vcard = "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard>";
+    let (reply, _) = carol.iq(&format!("<iq type='set' id='{{id}}' to='{guild}'>{vcard}</iq>")).await;
+    assert_eq!(condition(&reply).as_deref(), Some("forbidden"), "only owners");
+    let (reply, before) = alice.iq(&format!("<iq type='set' id='{{id}}' to='{guild}'>{vcard}</iq>")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let update = before
+        .iter()
+        .find(|s| s.name() == "presence" && s.attr("from") == Some(guild.as_str()))
+        .expect("room presence");
+    let hash = update.get_child("x", "vcard-temp:x:update").and_then(|x| x.get_child("photo", "vcard-temp:x:update"));
+    // SHA-1 of "hello".
+    assert_eq!(hash.map(|h| h.text()).as_deref(), Some("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"));
+    drop(clients);
+    server.restart().await;
+    let mut bob = server.login("bob", "r").await;
+    let mut carol = server.login("carol", "r").await;
+    // Survives a restart: Bob is a member; nobody else may take his nickname.
+    let refused = try_join(&mut carol, &guild, "Robin", "").await.expect_err("reserved");
+    assert_eq!(condition(&refused).as_deref(), Some("conflict"));
+    let (info, _) = bob
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{guild}'><query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/></iq>"
+        ))
+        .await;
+    let identity = info
+        .get_child("query", "http://jabber.org/protocol/disco#info")
+        .and_then(|q| q.get_child("identity", "http://jabber.org/protocol/disco#info"));
+    assert_eq!(identity.and_then(|i| i.attr("name")), Some("Robin"));
+    let joined = join(&mut bob, &guild, "Robin").await;
+    assert_eq!(item(&self_presence(&joined)).attr("affiliation"), Some("member"));
+    let (card, _) = bob.iq(&format!("<iq type='get' id='{{id}}' to='{guild}'><vCard xmlns='vcard-temp'/></iq>")).await;
+    let binval = card
+        .get_child("vCard", "vcard-temp")
+        .and_then(|v| v.get_child("PHOTO", "vcard-temp"))
+        .and_then(|p| p.get_child("BINVAL", "vcard-temp"));
+    assert_eq!(binval.map(|b| b.text()).as_deref(), Some("aGVsbG8="), "the vCard survived the restart");
+    // Unregistering frees the nickname.
+    let (reply, _) = bob
+        .iq(&format!("<iq type='set' id='{{id}}' to='{guild}'><query xmlns='{REGISTER}'><remove/></query></iq>"))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let (reply, _) = carol.iq(&submit("Robin")).await;
+    assert_eq!(condition(&reply).as_deref(), Some("conflict"), "Bob still uses it in the room");
+}
