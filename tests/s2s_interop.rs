@@ -2,7 +2,8 @@
 //! started once with its own configuration and data directory on loopback ports
 //! (tests/common/peers.rs), found through the test DNS server's SRV records as
 //! Starling is found by them. Presence subscriptions and messages both directions,
-//! over STARTTLS with dialback (self-signed certificates on every side).
+//! over STARTTLS with dialback (self-signed certificates on every side); a Prosody
+//! user in a Starling MUC room.
 
 mod common;
 
@@ -87,4 +88,60 @@ async fn ejabberd_federates_both_ways() {
     let ejabberd = peers::ejabberd("e1.test", &dns).await;
     let mut bob = Client::login_plain_at(ejabberd.c2s, "bob", "e1.test", "pw", "r", true).await;
     federate(&starling, &ejabberd, &mut bob).await;
+}
+
+/// bob@p1.test (Prosody) joins a room on Starling's MUC service, talks and is heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prosody_user_joins_a_starling_room() {
+    if !peers::installed("/usr/bin/prosody") {
+        return;
+    }
+    common::init_logging();
+    let dns = TestDns::start().await;
+    let starling = instance("a.test", &dns, None, Publish::StartTls, |_| {}).await;
+    // The service domain is published like any server domain (dialback verifies it).
+    dns.server("conference.a.test", starling.s2s_addr().port(), None);
+    let prosody = peers::prosody("p1.test", &dns, &["bob"]).await;
+    starling.add_user_at("alice", "a.test", "pw").await;
+    let mut alice = Client::login_at(starling.addr(), "alice", "a.test", "pw", Some("r")).await;
+    let hall = "hall@conference.a.test";
+    alice.send(&format!("<presence to='{hall}/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    recv_until(&mut alice, |s| s.name() == "presence" && s.attr("from") == Some("hall@conference.a.test/Alice")).await;
+    // An instant room (XEP-0045 §10.1.2): the empty form unlocks it.
+    let (unlocked, _) = alice
+        .iq(&format!(
+            "<iq type='set' id='{{id}}' to='{hall}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(unlocked.attr("type"), Some("result"), "{unlocked:?}");
+
+    let mut bob = Client::login_plain_at(prosody.c2s, "bob", "p1.test", "pw", "r", false).await;
+    bob.send(&format!("<presence to='{hall}/Bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    let others =
+        recv_until(&mut bob, |s| s.name() == "presence" && s.attr("from") == Some("hall@conference.a.test/Alice"))
+            .await;
+    assert_eq!(others.attr("type"), None, "{}", prosody.log());
+    let own =
+        recv_until(&mut bob, |s| s.name() == "presence" && s.attr("from") == Some("hall@conference.a.test/Bob")).await;
+    let codes: Vec<String> = own
+        .get_child("x", "http://jabber.org/protocol/muc#user")
+        .map(|x| x.children().filter_map(|c| c.attr("code").map(str::to_owned)).collect())
+        .unwrap_or_default();
+    assert!(codes.iter().any(|c| c == "110"), "self-presence carries 110: {own:?}");
+    let seen =
+        recv_until(&mut alice, |s| s.name() == "presence" && s.attr("from") == Some("hall@conference.a.test/Bob"))
+            .await;
+    assert_eq!(seen.attr("type"), None);
+
+    bob.send(&format!("<message to='{hall}' type='groupchat' id='g1'><body>hello from prosody</body></message>")).await;
+    let heard = recv_until(&mut alice, |s| s.name() == "message" && body(s).is_some()).await;
+    assert_eq!(heard.attr("from"), Some("hall@conference.a.test/Bob"));
+    assert_eq!(body(&heard).as_deref(), Some("hello from prosody"));
+    // The room's subject comes first (a groupchat message without a body), then the echo.
+    let echo = recv_until(&mut bob, |s| s.name() == "message" && body(s).is_some()).await;
+    assert_eq!(body(&echo).as_deref(), Some("hello from prosody"));
+    alice.send(&format!("<message to='{hall}' type='groupchat' id='g2'><body>welcome</body></message>")).await;
+    let welcome = recv_until(&mut bob, |s| s.name() == "message" && body(s).as_deref() == Some("welcome")).await;
+    assert_eq!(welcome.attr("from"), Some("hall@conference.a.test/Alice"));
 }
