@@ -5,8 +5,10 @@
 pub mod client;
 pub mod dns;
 pub mod federation;
+pub mod http;
 pub mod peers;
 pub mod scram;
+pub mod websocket;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -64,6 +66,16 @@ impl TestServer {
     /// The direct TLS listener.
     pub fn tls_addr(&self) -> std::net::SocketAddr {
         self.server().c2s_direct_tls_addrs[0]
+    }
+
+    /// The first plain HTTP listener (`[http] listen`).
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.server().http_addrs[0]
+    }
+
+    /// The first HTTPS listener (`[http] listen_tls`).
+    pub fn https_addr(&self) -> std::net::SocketAddr {
+        self.server().http_tls_addrs[0]
     }
 
     /// Creates `user@localhost` with `password`.
