@@ -22,13 +22,11 @@ const QUOTA: u64 = 30 * 1024 * 1024;
 async fn server() -> TestServer {
     let server = TestServer::start_with(|config| {
         config.http.listen = vec!["127.0.0.1:0".parse().expect("addr")];
-        let mut table = toml::Table::new();
-        let dir = std::env::temp_dir().join(format!("starling-upload-test-{}", rand::random::<u64>()));
-        table.insert("storage_dir".into(), toml::Value::String(dir.display().to_string()));
+        // test_config puts the files in the server's temporary directory.
+        let table = config.modules.settings.get_mut("upload").and_then(|t| t.as_table_mut()).expect("[modules.upload]");
         table.insert("secret".into(), toml::Value::String(SECRET.into()));
         table.insert("max_file_size".into(), toml::Value::Integer(MAX as i64));
         table.insert("quota_per_user".into(), toml::Value::Integer(QUOTA as i64));
-        config.modules.settings.insert("upload".into(), toml::Value::Table(table));
     })
     .await;
     server.add_user("alice", "pw").await;

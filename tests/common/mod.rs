@@ -145,9 +145,12 @@ enabled = false
 level = "warn"
 [modules]
 enabled = [{enabled}]
+[modules.upload]
+storage_dir = "{uploads}"
 "#,
         certs = dir.join("certs").display(),
         db = dir.join("test.sqlite").display(),
+        uploads = dir.join("upload").display(),
         enabled = enabled.join(", "),
     );
     Config::parse(&text, std::path::Path::new("test.toml")).expect("test config parses")
