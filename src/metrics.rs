@@ -60,6 +60,8 @@ pub enum ConnectionKind {
     C2s,
     /// A client over WebSocket (RFC 7395).
     WebSocket,
+    /// A client over BOSH (XEP-0206).
+    Bosh,
     /// An incoming server-to-server stream.
     S2sIn,
     /// An outgoing server-to-server stream.
@@ -73,6 +75,7 @@ impl ConnectionKind {
         match self {
             ConnectionKind::C2s => "c2s",
             ConnectionKind::WebSocket => "websocket",
+            ConnectionKind::Bosh => "bosh",
             ConnectionKind::S2sIn => "s2s_in",
             ConnectionKind::S2sOut => "s2s_out",
             ConnectionKind::Http => "http",

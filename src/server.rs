@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::AuthThrottle;
-use crate::c2s::websocket;
 use crate::c2s::{self, C2sShared, ListenerKind};
+use crate::c2s::{bosh, websocket};
 use crate::config::Config;
-use crate::http::{Endpoint, HttpListeners, HttpShared, REL_WEBSOCKET, websocket_url};
+use crate::http::{Endpoint, HttpListeners, HttpShared, REL_BOSH, REL_WEBSOCKET, websocket_url};
 use crate::router::StanzaRouter;
 use crate::s2s::{ListenerKind as S2sListener, S2s};
 use crate::session::SessionTable;
@@ -207,8 +207,13 @@ impl Server {
             // Installs the process-wide recorder before the first request.
             crate::metrics::handle();
             let url = http_url.unwrap_or_default();
-            let endpoints = vec![Endpoint { rel: REL_WEBSOCKET, href: websocket_url(&url, websocket::PATH) }];
-            let app = crate::http::router(&context, &config, endpoints)?.merge(websocket::routes(shared.clone()));
+            let endpoints = vec![
+                Endpoint { rel: REL_WEBSOCKET, href: websocket_url(&url, websocket::PATH) },
+                Endpoint { rel: REL_BOSH, href: format!("{url}{}", bosh::PATH) },
+            ];
+            let app = crate::http::router(&context, &config, endpoints)?
+                .merge(websocket::routes(shared.clone()))
+                .merge(bosh::routes(shared.clone()));
             let http_shared = HttpShared {
                 config: config.clone(),
                 tls: certs.server_config(&[b"h2", b"http/1.1"]),

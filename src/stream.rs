@@ -16,10 +16,12 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream as ClientTlsStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::c2s::bosh::BoshTransport;
 use crate::c2s::websocket::WebSocketTransport;
 use crate::xml::{Limits, StreamEvent, StreamReader, XmlError};
 
-/// The socket under a stream: plain TCP until STARTTLS, then TLS; or a WebSocket.
+/// The socket under a stream: plain TCP until STARTTLS, then TLS; or a web client's
+/// WebSocket or BOSH session.
 pub enum Transport {
     /// Not (yet) encrypted.
     Plain(TcpStream),
@@ -29,6 +31,8 @@ pub enum Transport {
     TlsClient(Box<ClientTlsStream<TcpStream>>),
     /// A client's WebSocket (RFC 7395), framing translated to and from stream bytes.
     WebSocket(Box<WebSocketTransport>),
+    /// A client's BOSH session (XEP-0206), likewise.
+    Bosh(Box<BoshTransport>),
 }
 
 impl Transport {
@@ -36,7 +40,7 @@ impl Transport {
     pub fn tls(&self) -> Option<&rustls::ServerConnection> {
         match self {
             Transport::Tls(tls) => Some(tls.get_ref().1),
-            Transport::Plain(_) | Transport::TlsClient(_) | Transport::WebSocket(_) => None,
+            Transport::Plain(_) | Transport::TlsClient(_) | Transport::WebSocket(_) | Transport::Bosh(_) => None,
         }
     }
 
@@ -46,6 +50,7 @@ impl Transport {
             Transport::Plain(_) => false,
             Transport::Tls(_) | Transport::TlsClient(_) => true,
             Transport::WebSocket(socket) => socket.is_encrypted(),
+            Transport::Bosh(session) => session.is_encrypted(),
         }
     }
 
@@ -57,7 +62,7 @@ impl Transport {
     /// The certificate chain the peer presented during the TLS handshake, if any.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {
-            Transport::Plain(_) | Transport::WebSocket(_) => None,
+            Transport::Plain(_) | Transport::WebSocket(_) | Transport::Bosh(_) => None,
             Transport::Tls(tls) => tls.get_ref().1.peer_certificates(),
             Transport::TlsClient(tls) => tls.get_ref().1.peer_certificates(),
         }
@@ -71,6 +76,7 @@ impl AsyncRead for Transport {
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Bosh(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -82,6 +88,7 @@ impl AsyncWrite for Transport {
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Bosh(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -91,6 +98,7 @@ impl AsyncWrite for Transport {
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Bosh(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -100,6 +108,7 @@ impl AsyncWrite for Transport {
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Bosh(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

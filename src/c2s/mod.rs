@@ -9,6 +9,7 @@
 //! code: the WebSocket framing is one more [`stream::Transport`].
 
 mod bind;
+pub mod bosh;
 mod negotiate;
 mod session;
 pub mod stream;
@@ -128,6 +129,8 @@ pub(crate) enum Accepted {
     Tcp(TcpStream, ListenerKind),
     /// An upgraded WebSocket (RFC 7395).
     WebSocket(Box<websocket::WebSocketTransport>),
+    /// A BOSH session (XEP-0206).
+    Bosh(Box<bosh::BoshTransport>),
 }
 
 /// Negotiates and runs one client stream, whatever carries it.

@@ -72,6 +72,7 @@ pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2s
     let result = tokio::time::timeout(deadline, async {
         let transport = match accepted {
             Accepted::WebSocket(socket) => Transport::WebSocket(socket),
+            Accepted::Bosh(session) => Transport::Bosh(session),
             Accepted::Tcp(tcp, ListenerKind::StartTls) => Transport::Plain(tcp),
             Accepted::Tcp(tcp, ListenerKind::DirectTls) => {
                 match TlsAcceptor::from(shared.tls_direct.clone()).accept(tcp).await {

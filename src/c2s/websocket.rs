@@ -152,7 +152,7 @@ impl AsyncWrite for WebSocketTransport {
         if !this.output.is_empty() {
             let output = std::mem::take(&mut this.output);
             let (messages, rest) = outbound(&output);
-            this.outbox.extend(messages.into_iter().map(|m| Message::Text(m.into())));
+            this.outbox.extend(messages.into_iter().map(|m| Message::Text(m.into_message().into())));
             this.output = rest;
         }
         while !this.outbox.is_empty() {
@@ -179,7 +179,7 @@ fn starts_with_tag(text: &str, name: &str) -> bool {
 
 /// A client message as stream bytes: `<open/>` → header, `<close/>` → closing tag,
 /// anything else unchanged (the stream parser judges it).
-fn inbound(text: &str) -> Vec<u8> {
+pub(super) fn inbound(text: &str) -> Vec<u8> {
     let trimmed = text.trim_start();
     if (starts_with_tag(trimmed, "open") || starts_with_tag(trimmed, "close"))
         && let Ok(element) = trimmed.parse::<minidom::Element>()
@@ -232,9 +232,30 @@ fn missing_declaration(start: &BytesStart<'_>) -> Option<String> {
     (!declares).then(|| format!(" xmlns='{NS_CLIENT}'"))
 }
 
-/// Splits what the server wrote into one message per top-level element; returns the
-/// messages and any incomplete tail (kept for the next flush).
-fn outbound(bytes: &[u8]) -> (Vec<String>, Vec<u8>) {
+/// One unit of server output, as message-framed transports carry it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Frame {
+    /// The stream header, as RFC 7395 `<open/>`.
+    Open(String),
+    /// A top-level element that stands alone (namespaces declared).
+    Element(String),
+    /// The end of the stream.
+    Close,
+}
+
+impl Frame {
+    /// The RFC 7395 message.
+    fn into_message(self) -> String {
+        match self {
+            Frame::Open(open) | Frame::Element(open) => open,
+            Frame::Close => format!("<close xmlns='{NS_FRAMING}'/>"),
+        }
+    }
+}
+
+/// Splits what the server wrote into top-level units; returns them and any incomplete
+/// tail (kept for the next flush).
+pub(super) fn outbound(bytes: &[u8]) -> (Vec<Frame>, Vec<u8>) {
     let Ok(text) = std::str::from_utf8(bytes) else {
         // Our own writers emit UTF-8 only.
         return (Vec::new(), Vec::new());
@@ -258,7 +279,9 @@ fn outbound(bytes: &[u8]) -> (Vec<String>, Vec<u8>) {
         };
         let end = reader.buffer_position() as usize;
         match event {
-            Event::Start(e) if depth == 0 && e.name().as_ref() == "stream:stream" => messages.push(open_message(&e)),
+            Event::Start(e) if depth == 0 && e.name().as_ref() == "stream:stream" => {
+                messages.push(Frame::Open(open_message(&e)));
+            }
             Event::Start(e) => {
                 if depth == 0 {
                     unit = Some((start, missing_declaration(&e)));
@@ -266,14 +289,14 @@ fn outbound(bytes: &[u8]) -> (Vec<String>, Vec<u8>) {
                 depth += 1;
             }
             Event::Empty(e) if depth == 0 => {
-                messages.push(with_declaration(&text[start..end], missing_declaration(&e)))
+                messages.push(Frame::Element(with_declaration(&text[start..end], missing_declaration(&e))));
             }
             Event::End(_) if depth > 0 => {
                 depth -= 1;
                 if depth == 0
                     && let Some((from, declaration)) = unit.take()
                 {
-                    messages.push(with_declaration(&text[from..end], declaration));
+                    messages.push(Frame::Element(with_declaration(&text[from..end], declaration)));
                 }
             }
             // Declarations and whitespace between elements carry nothing over WebSocket.
@@ -281,7 +304,7 @@ fn outbound(bytes: &[u8]) -> (Vec<String>, Vec<u8>) {
         }
     }
     if closes {
-        messages.push(format!("<close xmlns='{NS_FRAMING}'/>"));
+        messages.push(Frame::Close);
     }
     let rest = unit.map(|(from, _)| bytes[from..text.len()].to_vec()).unwrap_or_default();
     (messages, rest)
@@ -311,10 +334,15 @@ mod tests {
         assert_eq!(inbound("<open xmlns='other'/>"), b"<open xmlns='other'/>");
     }
 
+    fn outbound_messages(bytes: &[u8]) -> (Vec<String>, Vec<u8>) {
+        let (frames, rest) = outbound(bytes);
+        (frames.into_iter().map(Frame::into_message).collect(), rest)
+    }
+
     #[test]
     fn output_is_split_into_standalone_elements() {
         let written = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='example.org' id='x1' version='1.0' xml:lang='en'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>";
-        let (messages, rest) = outbound(written.as_bytes());
+        let (messages, rest) = outbound_messages(written.as_bytes());
         assert!(rest.is_empty());
         assert_eq!(
             messages,
@@ -323,7 +351,7 @@ mod tests {
                 "<stream:features xmlns:stream='http://etherx.jabber.org/streams'><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>",
             ]
         );
-        let (messages, _) = outbound(b"<message from='a@b/c'><body>1</body></message><iq type='result' id='1'/><success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+        let (messages, _) = outbound_messages(b"<message from='a@b/c'><body>1</body></message><iq type='result' id='1'/><success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
         assert_eq!(
             messages,
             [
@@ -332,9 +360,9 @@ mod tests {
                 "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
             ]
         );
-        let (messages, _) = outbound(b"</stream:stream>");
+        let (messages, _) = outbound_messages(b"</stream:stream>");
         assert_eq!(messages, ["<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"]);
-        let (messages, _) = outbound(
+        let (messages, _) = outbound_messages(
             b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>",
         );
         assert_eq!(messages.len(), 2);
@@ -344,7 +372,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_element_waits_for_the_next_flush() {
-        let (messages, rest) = outbound(b"<message><body>1</body></message><message><body>");
+        let (messages, rest) = outbound_messages(b"<message><body>1</body></message><message><body>");
         assert_eq!(messages.len(), 1);
         assert_eq!(rest, b"<message><body>");
     }

@@ -21,6 +21,8 @@ pub struct Endpoint {
 
 /// The relation of an RFC 7395 WebSocket endpoint.
 pub const REL_WEBSOCKET: &str = "urn:xmpp:alt-connections:websocket";
+/// The relation of an XEP-0206 BOSH endpoint.
+pub const REL_BOSH: &str = "urn:xmpp:alt-connections:xbosh";
 
 pub(super) fn routes(endpoints: Vec<Endpoint>) -> Router {
     let xrd = xrd(&endpoints);

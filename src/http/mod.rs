@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::metrics::{ConnectionGauge, ConnectionKind};
 
-pub use host_meta::{Endpoint, REL_WEBSOCKET};
+pub use host_meta::{Endpoint, REL_BOSH, REL_WEBSOCKET};
 
 /// Seconds a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
