@@ -56,7 +56,7 @@ async fn upload_100_mb() {
             "<iq type='get' id='{{id}}' to='upload.localhost'><request xmlns='{NS_UPLOAD}' filename='big.bin' size='{size}'/></iq>"
         ))
         .await;
-    let slot = reply.get_child("slot", NS_UPLOAD).expect("slot");
+    let slot = reply.get_child("slot", NS_UPLOAD).unwrap_or_else(|| panic!("no slot: {}", String::from(&reply)));
     let url = |name: &str| slot.get_child(name, NS_UPLOAD).and_then(|e| e.attr("url")).expect("url").to_owned();
     let (put_url, get_url) = (url("put"), url("get"));
     let chunk = Bytes::from(vec![0x5a; CHUNK]);

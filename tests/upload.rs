@@ -121,6 +121,12 @@ async fn range_requests_return_the_right_bytes() {
     assert_eq!(beyond.status, 416);
     assert_eq!(beyond.header("content-range"), "bytes */1000");
     // Non-media types are downloads, never rendered on the server's origin.
+    let (reply, _) = alice
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='upload.localhost'><request xmlns='{NS_UPLOAD}' filename='x' size='3'/></iq>"
+        ))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "content-type is optional: {}", String::from(&reply));
     let whole = http::get(addr, &path, &[]).await;
     assert!(whole.header("content-disposition").starts_with("attachment;"), "{}", whole.header("content-disposition"));
 }

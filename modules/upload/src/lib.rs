@@ -97,16 +97,23 @@ struct Service {
 /// slot requests are answered `service-unavailable`.
 type Shared = Arc<OnceLock<Arc<Service>>>;
 
-/// `<request xmlns='urn:xmpp:http:upload:0'/>`
+/// `<request xmlns='urn:xmpp:http:upload:0'/>`. Parsed here rather than with
+/// xmpp-parsers' `SlotRequest`, which refuses a request without `content-type` (the
+/// attribute is optional, XEP-0363 §4).
 struct Request(SlotRequest);
 
 impl TryFrom<Element> for Request {
     type Error = Element;
     fn try_from(element: Element) -> Result<Self, Element> {
-        if !element.is("request", NS_UPLOAD) {
-            return Err(element);
+        let filename = element.attr("filename").map(str::to_owned);
+        let size = element.attr("size").and_then(|s| s.parse::<u64>().ok());
+        match (element.is("request", NS_UPLOAD), filename, size) {
+            (true, Some(filename), Some(size)) => {
+                let content_type = element.attr("content-type").map(str::to_owned);
+                Ok(Request(SlotRequest { filename, size, content_type }))
+            }
+            _ => Err(element),
         }
-        SlotRequest::try_from(element.clone()).map(Request).map_err(|_| element)
     }
 }
 
