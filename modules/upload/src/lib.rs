@@ -286,7 +286,7 @@ async fn sweep_loop(ctx: Context, shared: Shared, token: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(interval)) => {}
         }
         if let Some(service) = shared.get() {
-            match slots::sweep(&ctx, service.store.as_ref(), now()).await {
+            match slots::sweep(ctx.db(), service.store.as_ref(), now()).await {
                 Ok(0) => {}
                 Ok(removed) => starling_api::tracing::info!(removed, "expired uploads removed"),
                 Err(err) => starling_api::tracing::warn!(error = %err, "upload sweep failed"),

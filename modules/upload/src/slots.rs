@@ -2,7 +2,7 @@
 //! the file's expiry. Quota is the sum of the sizes of a user's live rows.
 
 use diesel::prelude::*;
-use starling_api::{Context, Db, DbConn, StorageError};
+use starling_api::{Db, DbConn, StorageError};
 
 use crate::store::FileStore;
 
@@ -98,9 +98,8 @@ pub(crate) fn file_expiry(now: i64, lifetime: u64) -> i64 {
 }
 
 /// Deletes slots and files whose time is up; returns how many.
-pub(crate) async fn sweep(ctx: &Context, store: &dyn FileStore, now: i64) -> Result<usize, StorageError> {
-    let expired: Vec<String> = ctx
-        .db()
+pub(crate) async fn sweep(db: &Db, store: &dyn FileStore, now: i64) -> Result<usize, StorageError> {
+    let expired: Vec<String> = db
         .run(move |c| upload_slots::table.filter(upload_slots::expires_at.lt(now)).select(upload_slots::id).load(c))
         .await?;
     let mut removed = 0;
@@ -110,7 +109,7 @@ pub(crate) async fn sweep(ctx: &Context, store: &dyn FileStore, now: i64) -> Res
             continue;
         }
         let key = id.clone();
-        ctx.db().run(move |c| diesel::delete(upload_slots::table.find(key)).execute(c)).await?;
+        db.run(move |c| diesel::delete(upload_slots::table.find(key)).execute(c)).await?;
         removed += 1;
     }
     Ok(removed)
@@ -123,4 +122,61 @@ pub(crate) fn forget_user(c: &mut DbConn, host: &str, username: &str) -> QueryRe
         .set((upload_slots::username.eq(""), upload_slots::expires_at.eq(0i64)))
         .execute(c)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::store::DiskStore;
+
+    fn slot(id: &str, user: &str, size: i64, state: i32, expires_at: i64) -> Slot {
+        Slot {
+            id: id.into(),
+            host: "example.org".into(),
+            username: user.into(),
+            filename: "f".into(),
+            size,
+            content_type: "text/plain".into(),
+            state,
+            created_at: 0,
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn quota_sweep_and_account_deletion() {
+        let dir = std::env::temp_dir().join(format!("starling-upload-slots-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = Db::open(&format!("sqlite://{}", dir.join("db.sqlite").display()), 2).expect("db");
+        db.run_migrations(&[("upload", &crate::MIGRATIONS)]).expect("migrations");
+        let store = DiskStore::new(dir.join("files")).expect("store");
+        let body = || futures::stream::iter([Ok(Bytes::from_static(b"abc"))]).boxed();
+
+        assert!(insert_within_quota(&db, slot("a", "u", 60, STORED, 100), 100).await.expect("a"));
+        assert!(!insert_within_quota(&db, slot("b", "u", 50, PENDING, 100), 100).await.expect("b"), "over quota");
+        assert!(insert_within_quota(&db, slot("c", "u", 40, PENDING, 10), 100).await.expect("c"));
+        assert!(insert_within_quota(&db, slot("d", "v", 90, STORED, 1000), 100).await.expect("d"), "per user");
+        for id in ["a", "d"] {
+            store.store(id, 3, body(), &|_| {}).await.expect("file");
+        }
+
+        // At 50 the pending slot c has expired; a and d live on.
+        assert_eq!(sweep(&db, &store, 50).await.expect("sweep"), 1);
+        assert!(find(&db, "c".into()).await.expect("find").is_none());
+        assert!(insert_within_quota(&db, slot("e", "u", 40, PENDING, 500), 100).await.expect("e"), "c's bytes freed");
+        // At 200 a's file has expired too: row and file go.
+        assert_eq!(sweep(&db, &store, 200).await.expect("sweep"), 1);
+        assert!(find(&db, "a".into()).await.expect("find").is_none());
+        assert!(!dir.join("files").join("a").exists());
+        assert!(dir.join("files").join("d").exists());
+
+        // Deleting v's account expires its files at the next sweep.
+        db.run(|c| forget_user(c, "example.org", "v")).await.expect("forget");
+        assert_eq!(sweep(&db, &store, 200).await.expect("sweep"), 1);
+        assert!(!dir.join("files").join("d").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
