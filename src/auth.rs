@@ -7,11 +7,14 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use jid::BareJid;
 use starling_api::module::ForgetUser;
-use starling_api::{Db, ModuleSpec, StorageError};
+use starling_api::{AccountEntry, AccountService, BoxFuture, Db, ModuleSpec, StorageError};
 
 use crate::sasl::{ScramCredentials, ScramHash};
+use crate::session::{CloseReason, SessionTable};
 use crate::storage::accounts::{self, StoredCredential};
 
 /// PBKDF2 iterations for new credentials (RFC 7677 recommends at least 4096).
@@ -20,28 +23,7 @@ pub const SCRAM_ITERATIONS: u32 = 4096;
 /// Hashes credentials are kept for: every SCRAM mechanism offered needs its own keys.
 pub const SCRAM_HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
 
-/// Errors managing accounts.
-#[derive(Debug, thiserror::Error)]
-pub enum AccountError {
-    /// Not a valid bare JID.
-    #[error("invalid JID {0:?}: {1}")]
-    InvalidJid(String, String),
-    /// The JID's domain is not served here.
-    #[error("{0} is not a host of this server")]
-    UnknownHost(String),
-    /// The account already exists.
-    #[error("{0} already exists")]
-    Exists(String),
-    /// The account does not exist.
-    #[error("{0} does not exist")]
-    NotFound(String),
-    /// The password cannot be used (empty, or prohibited characters for SASLprep).
-    #[error("unusable password: {0}")]
-    BadPassword(String),
-    /// Database failure.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
+pub use starling_api::AccountError;
 
 /// Parses and normalises an account JID (`Alice@LocalHost` → `alice@localhost`,
 /// RFC 7622) and checks that its domain is one of `hosts`.
@@ -139,6 +121,100 @@ pub async fn delete_account(db: &Db, jid: &BareJid, modules: &[&ModuleSpec]) -> 
     let forget: Vec<ForgetUser> = modules.iter().filter_map(|m| m.forget_user).collect();
     let deleted = db.run(move |c| accounts::delete(c, &host, &user, &forget)).await?;
     if deleted { Ok(()) } else { Err(AccountError::NotFound(jid.to_string())) }
+}
+
+/// Disables or re-enables an account (a disabled account cannot log in).
+pub async fn set_disabled(db: &Db, jid: &BareJid, disabled: bool) -> Result<(), AccountError> {
+    let (host, user) = split(jid);
+    let changed = db.run(move |c| accounts::set_disabled(c, &host, &user, disabled)).await?;
+    if changed { Ok(()) } else { Err(AccountError::NotFound(jid.to_string())) }
+}
+
+/// The core's [`AccountService`] for modules: the functions above, plus ending the
+/// sessions of accounts that are deleted or disabled.
+pub struct CoreAccounts {
+    db: Db,
+    hosts: Vec<String>,
+    /// The enabled modules, whose `forget_user` runs when an account is deleted.
+    modules: Vec<&'static ModuleSpec>,
+    sessions: Arc<SessionTable>,
+}
+
+impl CoreAccounts {
+    /// The service over `db` for `hosts`, deleting rows of `modules`.
+    pub fn new(db: Db, hosts: Vec<String>, modules: Vec<&'static ModuleSpec>, sessions: Arc<SessionTable>) -> Self {
+        CoreAccounts { db, hosts, modules, sessions }
+    }
+
+    fn check_host(&self, jid: &BareJid) -> Result<(), AccountError> {
+        if jid.node().is_none() {
+            return Err(AccountError::InvalidJid(jid.to_string(), "no user part".into()));
+        }
+        if !self.hosts.iter().any(|h| h == jid.domain().as_str()) {
+            return Err(AccountError::UnknownHost(jid.domain().to_string()));
+        }
+        Ok(())
+    }
+}
+
+fn entry(info: accounts::AccountInfo) -> AccountEntry {
+    AccountEntry { username: info.username, created_at_ms: info.created_at, disabled: info.disabled }
+}
+
+impl AccountService for CoreAccounts {
+    fn create(&self, jid: &BareJid, password: &str) -> BoxFuture<'static, Result<(), AccountError>> {
+        let checked = self.check_host(jid);
+        let (db, jid, password) = (self.db.clone(), jid.clone(), password.to_owned());
+        Box::pin(async move {
+            checked?;
+            create_account(&db, &jid, &password).await
+        })
+    }
+
+    fn delete(&self, jid: &BareJid) -> BoxFuture<'static, Result<(), AccountError>> {
+        let (db, jid, modules, sessions) = (self.db.clone(), jid.clone(), self.modules.clone(), self.sessions.clone());
+        Box::pin(async move {
+            delete_account(&db, &jid, &modules).await?;
+            for session in sessions.sessions_of(&jid) {
+                session.close(CloseReason::AccountClosed);
+            }
+            Ok(())
+        })
+    }
+
+    fn set_password(&self, jid: &BareJid, password: &str) -> BoxFuture<'static, Result<(), AccountError>> {
+        let (db, jid, password) = (self.db.clone(), jid.clone(), password.to_owned());
+        Box::pin(async move { set_password(&db, &jid, &password).await })
+    }
+
+    fn set_disabled(&self, jid: &BareJid, disabled: bool) -> BoxFuture<'static, Result<(), AccountError>> {
+        let (db, jid, sessions) = (self.db.clone(), jid.clone(), self.sessions.clone());
+        Box::pin(async move {
+            set_disabled(&db, &jid, disabled).await?;
+            if disabled {
+                for session in sessions.sessions_of(&jid) {
+                    session.close(CloseReason::AccountClosed);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn get(&self, jid: &BareJid) -> BoxFuture<'static, Result<Option<AccountEntry>, StorageError>> {
+        let db = self.db.clone();
+        let (host, user) = split(jid);
+        Box::pin(async move { Ok(db.run(move |c| accounts::get(c, &host, &user)).await?.map(entry)) })
+    }
+
+    fn list(&self, host: &str) -> BoxFuture<'static, Result<Vec<AccountEntry>, StorageError>> {
+        let (db, host) = (self.db.clone(), host.to_owned());
+        Box::pin(async move { Ok(db.run(move |c| accounts::list(c, &host)).await?.into_iter().map(entry).collect()) })
+    }
+
+    fn count(&self, host: &str) -> BoxFuture<'static, Result<u64, StorageError>> {
+        let (db, host) = (self.db.clone(), host.to_owned());
+        Box::pin(async move { Ok(db.run(move |c| accounts::count(c, &host)).await?.try_into().unwrap_or(0)) })
+    }
 }
 
 /// What the SASL layer needs to know about a user who is logging in.

@@ -44,6 +44,26 @@ pub enum Command {
     /// Manage message archives (XEP-0313).
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// In-band registration (XEP-0077).
+    #[command(subcommand)]
+    Register(RegisterCommand),
+}
+
+/// `starling register …`
+#[derive(Debug, Subcommand)]
+pub enum RegisterCommand {
+    /// Issue an invite token for hosts in `invite-token` mode and print it.
+    Token {
+        /// The host it is good for [default: the first host].
+        #[arg(long)]
+        host: Option<String>,
+        /// How many registrations it allows.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it is valid, in hours.
+        #[arg(long, default_value_t = 168)]
+        valid_hours: u32,
+    },
 }
 
 /// `starling archive …`
@@ -103,6 +123,17 @@ pub enum UserCommand {
         /// Read the password from this file ("-" for standard input).
         #[arg(long)]
         password_file: Option<PathBuf>,
+    },
+    /// Disable an account: it cannot log in any more. (Sessions already open on a
+    /// running server stay; the XEP-0133 disable-user command also ends them.)
+    Disable {
+        /// The account.
+        jid: String,
+    },
+    /// Re-enable a disabled account.
+    Enable {
+        /// The account.
+        jid: String,
     },
     /// List the accounts of a host (all hosts when omitted).
     List {
@@ -176,6 +207,16 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
             auth::set_password(&db, &jid, &password).await?;
             println!("password changed for {jid}");
         }
+        Command::User(UserCommand::Disable { jid }) => {
+            let jid = account_jid(jid, hosts)?;
+            auth::set_disabled(&db, &jid, true).await?;
+            println!("disabled {jid}");
+        }
+        Command::User(UserCommand::Enable { jid }) => {
+            let jid = account_jid(jid, hosts)?;
+            auth::set_disabled(&db, &jid, false).await?;
+            println!("enabled {jid}");
+        }
         Command::User(UserCommand::AddRange { prefix, first, last, host, password_file }) => {
             let password = read_password(password_file.as_deref())?;
             let probe = account_jid(&format!("{prefix}{first}@{host}"), hosts)?;
@@ -222,6 +263,26 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
                 None => println!("deleted {deleted} archived messages"),
             }
         }
+        Command::Register(RegisterCommand::Token { host, uses, valid_hours }) => {
+            if !config.modules.enabled.iter().any(|m| m == "register") {
+                bail!("the register module is not enabled: invite tokens would not be accepted");
+            }
+            let host = match host {
+                Some(host) if hosts.contains(host) => host.clone(),
+                Some(host) => bail!("{host} is not a host of this server"),
+                None => hosts.first().cloned().context("the config lists no hosts")?,
+            };
+            if *uses == 0 {
+                bail!("--uses must be at least 1");
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let (uses, expires) = (*uses, now + i64::from(*valid_hours) * 3_600_000);
+            let token = db.run(move |c| starling_mod_register::store::issue(c, &host, uses, now, expires)).await?;
+            println!("{token}");
+        }
         Command::Serve | Command::CheckConfig | Command::Modules | Command::Doap => {}
     }
     Ok(())
@@ -239,6 +300,9 @@ pub fn print_modules(config: &Config) -> anyhow::Result<()> {
     let registry = crate::server::start_modules(config)?;
     for (kind, scope, ns, name, module) in registry.all_iq_handlers() {
         println!("iq {kind:?} {scope:?} {{{ns}}}{name} -> {module}");
+    }
+    for (kind, ns, name, module) in registry.all_pre_auth_iq_handlers() {
+        println!("iq {kind:?} before authentication {{{ns}}}{name} -> {module}");
     }
     for (scope, feature, module) in registry.all_features() {
         println!("feature {scope:?} {feature} -> {module}");

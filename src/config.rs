@@ -174,6 +174,16 @@ pub struct C2sConfig {
     /// Seconds without any data from a client before the server pings it (XEP-0199);
     /// another period of silence closes the stream. Default 300.
     pub idle_timeout: u64,
+    /// Stream management (XEP-0198): seconds a resumable session whose connection
+    /// dropped stays online, collecting stanzas, waiting for the client to resume it.
+    /// Clients asking for less get less; 0 turns resumption off. Default 3600.
+    pub sm_resume_timeout: u64,
+    /// Stanzas sent to a stream-management client and not yet acknowledged before the
+    /// session is closed with `policy-violation` (they go to offline storage). Default 500.
+    pub sm_max_unacked: usize,
+    /// The server asks for an acknowledgement (`<r/>`) each time this many stanzas were
+    /// sent since it last asked. Default 5.
+    pub sm_request_ack_every: usize,
 }
 
 impl Default for C2sConfig {
@@ -183,6 +193,9 @@ impl Default for C2sConfig {
             resource_conflict: ResourceConflict::KickOld,
             negotiation_timeout: 60,
             idle_timeout: 300,
+            sm_resume_timeout: 3600,
+            sm_max_unacked: 500,
+            sm_request_ack_every: 5,
         }
     }
 }
@@ -471,6 +484,9 @@ impl Config {
         }
         if limits.session_queue == 0 || limits.max_connections == 0 || self.storage.pool_size == 0 {
             return Err(self.invalid("limits", "queue, connection and pool sizes must be positive"));
+        }
+        if self.c2s.sm_max_unacked == 0 || self.c2s.sm_request_ack_every == 0 {
+            return Err(self.invalid("c2s", "sm_max_unacked and sm_request_ack_every must be positive"));
         }
         self.validate_s2s()?;
         if !self.http.public_url.is_empty() {

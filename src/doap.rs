@@ -22,6 +22,7 @@ const CORE_SPECS: &[(Spec, &str, &str, &str)] = &[
     (Spec::Xep(206), "1.4", "complete", "core: on the HTTP listener"),
     (Spec::Xep(178), "1.2", "complete", "core: S2S in both directions"),
     (Spec::Xep(185), "1.0", "complete", "core"),
+    (Spec::Xep(198), "1.6.3", "partial", "core: c2s acks and resumption; no S2S stream management"),
     (Spec::Xep(220), "1.1.2", "complete", "core: with multiplexing of further domains, without XEP-0344"),
     (Spec::Xep(368), "1.1.0", "complete", "core: c2s and s2s"),
     (Spec::Xep(352), "1.0.0", "complete", "core"),

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use jid::{BareJid, Jid};
 use starling_api::hooks::{MessageDelivered, MessageToAccount, MessageUndelivered, PresenceToAccount, Routing};
+use starling_api::iq::AfterReply;
 use starling_api::iq::IqRequest;
 use starling_api::module::{ComponentRoute, IqRoute};
 use starling_api::reply::{error_reply, iq_result};
@@ -299,8 +300,10 @@ impl StanzaRouter {
         }
     }
 
-    /// The `MessageUndelivered` hook (offline storage), else `service-unavailable`.
-    fn undelivered(&self, to: &BareJid, stanza: Stanza) {
+    /// The `MessageUndelivered` hook (offline storage), else `service-unavailable`; also
+    /// for the messages a stream-management session never got acknowledged (the
+    /// `MessageToAccount` hook has already run for them).
+    pub fn undelivered(&self, to: &BareJid, stanza: Stanza) {
         let mut event = MessageUndelivered { to: to.clone(), stanza };
         if self.context.get().is_some_and(|c| c.run_hook(&mut event) == Flow::Handled) {
             return;
@@ -413,7 +416,9 @@ impl StanzaRouter {
             id: stanza.id().unwrap_or_default().to_owned(),
             lang: stanza.attr("xml:lang").map(str::to_owned),
             payload,
+            after_reply: AfterReply::default(),
         };
+        let after_reply = request.after_reply.clone();
         tokio::spawn(async move {
             if let Some(account) = account {
                 let (host, user) = (account.domain().to_string(), account.node().map(|n| n.to_string()));
@@ -436,6 +441,9 @@ impl StanzaRouter {
             if let Some(reply) = reply {
                 context.send(reply);
             }
+            if let Some(work) = after_reply.take() {
+                work.await;
+            }
         });
     }
 
@@ -448,7 +456,7 @@ impl StanzaRouter {
 }
 
 /// `get` or `set`; `None` for anything else.
-fn iq_kind(stanza: &Stanza) -> Option<IqKind> {
+pub(crate) fn iq_kind(stanza: &Stanza) -> Option<IqKind> {
     match stanza.type_() {
         Some("get") => Some(IqKind::Get),
         Some("set") => Some(IqKind::Set),
@@ -457,7 +465,7 @@ fn iq_kind(stanza: &Stanza) -> Option<IqKind> {
 }
 
 /// The one payload of an IQ get/set (RFC 6120 §8.2.3); `Err` when there is not exactly one.
-fn single_payload(stanza: &Stanza) -> Result<starling_api::minidom::Element, ()> {
+pub(crate) fn single_payload(stanza: &Stanza) -> Result<starling_api::minidom::Element, ()> {
     let element = stanza.to_element().map_err(|_| ())?;
     let mut children = element.children();
     match (children.next(), children.next()) {
@@ -546,9 +554,12 @@ mod tests {
         let sessions = Arc::new(SessionTable::default());
         let router = Arc::new(StanzaRouter::new(sessions.clone(), registry.clone(), config.clone()));
         let db = TestDb::sqlite();
+        let accounts =
+            crate::auth::CoreAccounts::new(db.db.clone(), config.server.hosts.clone(), Vec::new(), sessions.clone());
         let context = Context::new(ContextParts {
             router: router.clone(),
             sessions: sessions.clone(),
+            accounts: Arc::new(accounts),
             db: db.db.clone(),
             server: ServerInfo {
                 software: "Starling",

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::AuthThrottle;
+use crate::auth::{AuthThrottle, CoreAccounts};
 use crate::c2s::{self, C2sShared, ListenerKind};
 use crate::c2s::{bosh, websocket};
 use crate::config::Config;
@@ -111,9 +111,12 @@ impl Server {
         let http_url = http.public_url(&config);
         let sessions = Arc::new(SessionTable::default());
         let router = Arc::new(StanzaRouter::new(sessions.clone(), registry.clone(), config.clone()));
+        let enabled = config.modules.enabled.iter().filter_map(|name| crate::modules::find(name)).collect();
+        let accounts = CoreAccounts::new(db.clone(), config.server.hosts.clone(), enabled, sessions.clone());
         let context = Context::new(ContextParts {
             router: router.clone(),
             sessions: sessions.clone(),
+            accounts: Arc::new(accounts),
             db: db.clone(),
             server: ServerInfo {
                 software: "Starling",
@@ -170,6 +173,7 @@ impl Server {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            resumes: c2s::ResumeTable::default(),
         });
 
         let mut c2s_addrs = Vec::new();

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use jid::{BareJid, FullJid};
 use starling_api::Stanza;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ResourceConflict;
 
@@ -22,6 +23,12 @@ pub enum CloseReason {
     Replaced,
     /// The session's outbound queue overflowed: `policy-violation`.
     TooSlow,
+    /// The account was deleted or disabled: `not-authorized`, after the stanzas
+    /// already queued (the answer to an in-band unregistration among them).
+    AccountClosed,
+    /// An administrator ended the session (XEP-0133 §4.14): `policy-violation`, after
+    /// the stanzas already queued.
+    Ended,
 }
 
 /// A bound session as the rest of the server sees it.
@@ -35,6 +42,11 @@ pub struct SessionHandle {
     close: Mutex<Option<oneshot::Sender<CloseReason>>>,
     available: AtomicBool,
     priority: AtomicI8,
+    /// Waiting for a stream-management resumption (XEP-0198) with no connection.
+    hibernating: AtomicBool,
+    /// Cancelled once the session task has handed its undelivered stanzas on and left
+    /// the table, so a session replacing it can wait for that.
+    ended: CancellationToken,
 }
 
 /// The receiving side a session task keeps.
@@ -59,6 +71,8 @@ impl SessionHandle {
             close: Mutex::new(Some(close_tx)),
             available: AtomicBool::new(false),
             priority: AtomicI8::new(0),
+            hibernating: AtomicBool::new(false),
+            ended: CancellationToken::new(),
         };
         (Arc::new(handle), SessionReceiver { queue: rx, close: close_rx })
     }
@@ -103,6 +117,27 @@ impl SessionHandle {
     pub fn priority(&self) -> i8 {
         self.priority.load(Ordering::Relaxed)
     }
+
+    /// Marks the session as waiting for a resumption (or connected again).
+    pub fn set_hibernating(&self, hibernating: bool) {
+        self.hibernating.store(hibernating, Ordering::Relaxed);
+    }
+
+    /// Whether the session has no connection and waits for a resumption (XEP-0198).
+    pub fn is_hibernating(&self) -> bool {
+        self.hibernating.load(Ordering::Relaxed)
+    }
+
+    /// Called by the session task once it has left the table and passed its undelivered
+    /// stanzas on.
+    pub fn mark_ended(&self) {
+        self.ended.cancel();
+    }
+
+    /// Resolves once the session task called [`SessionHandle::mark_ended`].
+    pub async fn wait_ended(&self) {
+        self.ended.cancelled().await;
+    }
 }
 
 /// Result of binding a resource.
@@ -126,12 +161,15 @@ pub struct SessionTable {
 impl SessionTable {
     /// Binds `handle` under its full JID. `Random` conflicts are resolved by the caller
     /// (it picks a fresh resource before calling), so they behave like `Refuse` here.
+    /// A hibernating session (XEP-0198) is always replaced: its client came back
+    /// without resuming.
     pub fn bind(&self, handle: Arc<SessionHandle>, policy: ResourceConflict) -> BindOutcome {
         let mut table = self.by_user.write().unwrap_or_else(|e| e.into_inner());
         let sessions = table.entry(handle.jid.to_bare()).or_default();
         let existing = sessions.iter().position(|s| s.jid == handle.jid);
         let replaced = match (existing, policy) {
             (None, _) => None,
+            (Some(index), _) if sessions[index].is_hibernating() => Some(sessions.swap_remove(index)),
             (Some(index), ResourceConflict::KickOld) => Some(sessions.swap_remove(index)),
             (Some(_), ResourceConflict::Refuse | ResourceConflict::Random) => {
                 return BindOutcome::Conflict;
@@ -198,6 +236,17 @@ impl starling_api::Sessions for SessionTable {
             .filter(|(user, _)| user.domain().as_str() == host)
             .flat_map(|(_, sessions)| sessions.iter().map(|s| (s.jid.clone(), s.is_available())))
             .collect()
+    }
+
+    fn end(&self, jid: &jid::Jid) -> usize {
+        let sessions = match jid.try_as_full() {
+            Ok(full) => self.get(full).into_iter().collect(),
+            Err(bare) => self.sessions_of(bare),
+        };
+        for session in &sessions {
+            session.close(CloseReason::Ended);
+        }
+        sessions.len()
     }
 }
 

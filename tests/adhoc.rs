@@ -177,3 +177,242 @@ async fn an_announcement_reaches_every_online_session() {
         Some("Down at 10 <UTC>\nfor an hour")
     );
 }
+
+const ADMIN_FORM: &str = "http://jabber.org/protocol/admin";
+
+fn admin_node(command: &str) -> String {
+    format!("{ADMIN_FORM}#{command}")
+}
+
+/// Runs a command: `execute` (which must answer with a form), then `complete` with
+/// `fields`; returns the final `<command/>`'s reply.
+async fn run(client: &mut common::Client, command: &str, fields: &[(&str, &[&str])]) -> Element {
+    let node = admin_node(command);
+    let first = execute(client, &node, "action='execute'").await;
+    let asked = command_of(&first);
+    assert_eq!(asked.attr("status"), Some("executing"), "{first:?}");
+    assert_eq!(asked.get_child("x", "jabber:x:data").and_then(|x| x.attr("type")), Some("form"));
+    let session = asked.attr("sessionid").expect("session").to_owned();
+    let fields: String = fields
+        .iter()
+        .map(|(var, values)| {
+            let values: String = values.iter().map(|v| format!("<value>{v}</value>")).collect();
+            format!("<field var='{var}'>{values}</field>")
+        })
+        .collect();
+    let (done, _) = client
+        .iq(&format!(
+            "<iq type='set' id='{{id}}' to='{HOST}'><command xmlns='{COMMANDS}' node='{node}' sessionid='{session}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>{ADMIN_FORM}</value></field>{fields}</x></command></iq>"
+        ))
+        .await;
+    assert_eq!(command_of(&done).attr("status"), Some("completed"), "{done:?}");
+    done
+}
+
+/// The notes of a completed command, as (type, text).
+fn notes(reply: &Element) -> Vec<(String, String)> {
+    command_of(reply)
+        .children()
+        .filter(|c| c.name() == "note")
+        .map(|n| (n.attr("type").unwrap_or("info").to_owned(), n.text()))
+        .collect()
+}
+
+fn failed(reply: &Element) -> bool {
+    notes(reply).iter().any(|(type_, _)| type_ == "error")
+}
+
+async fn can_log_in(server: &TestServer, user: &str, password: &str) -> bool {
+    let mut conn = common::Conn::tcp(server.addr()).await;
+    conn.open().await;
+    conn.starttls().await;
+    conn.auth(user, password).await.is_ok()
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+async fn rows_of(server: &TestServer, table: &str, user: &str) -> i64 {
+    use diesel::RunQueryDsl;
+    let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE username = '{user}'");
+    let db = server.server.as_ref().expect("running").context.db().clone();
+    db.run(move |c| diesel::sql_query(sql).get_result::<Count>(c)).await.expect("count").n
+}
+
+const ACCOUNT_COMMANDS: [&str; 12] = [
+    "add-user",
+    "delete-user",
+    "disable-user",
+    "reenable-user",
+    "change-user-password",
+    "get-user-roster",
+    "end-user-session",
+    "get-registered-users-num",
+    "get-registered-users-list",
+    "set-motd",
+    "edit-motd",
+    "delete-motd",
+];
+
+#[tokio::test]
+async fn account_commands_are_listed_for_admins_and_forbidden_to_others() {
+    let server = server().await;
+    let mut admin = server.login("admin", "laptop").await;
+    let mut bob = server.login("bob", "phone").await;
+    let listed = listed_commands(&mut admin).await;
+    for command in ACCOUNT_COMMANDS {
+        let node = admin_node(command);
+        assert!(listed.contains(&node), "{node} missing from {listed:?}");
+        let refused = execute(&mut bob, &node, "action='execute'").await;
+        assert!(error_conditions(&refused).contains(&"forbidden".to_owned()), "{command}: {refused:?}");
+    }
+    assert!(can_log_in(&server, "bob", "pw").await, "nothing was done on bob's behalf");
+}
+
+#[tokio::test]
+async fn add_user_and_change_user_password() {
+    let server = server().await;
+    let mut admin = server.login("admin", "laptop").await;
+    let added = run(
+        &mut admin,
+        "add-user",
+        &[("accountjid", &["Carol@localhost"]), ("password", &["s3cret"]), ("password-verify", &["s3cret"])],
+    )
+    .await;
+    assert!(!failed(&added), "{added:?}");
+    assert!(can_log_in(&server, "carol", "s3cret").await);
+
+    let again = run(
+        &mut admin,
+        "add-user",
+        &[("accountjid", &["carol@localhost"]), ("password", &["x"]), ("password-verify", &["x"])],
+    )
+    .await;
+    assert!(failed(&again), "a duplicate is refused");
+    let mismatch = run(
+        &mut admin,
+        "add-user",
+        &[("accountjid", &["dave@localhost"]), ("password", &["a"]), ("password-verify", &["b"])],
+    )
+    .await;
+    assert!(failed(&mismatch));
+    let elsewhere = run(
+        &mut admin,
+        "add-user",
+        &[("accountjid", &["erin@elsewhere.example"]), ("password", &["a"]), ("password-verify", &["a"])],
+    )
+    .await;
+    assert!(failed(&elsewhere), "only accounts of the addressed host");
+    assert!(!can_log_in(&server, "dave", "a").await);
+
+    let changed =
+        run(&mut admin, "change-user-password", &[("accountjid", &["carol@localhost"]), ("password", &["n3w"])]).await;
+    assert!(!failed(&changed), "{changed:?}");
+    assert!(!can_log_in(&server, "carol", "s3cret").await);
+    assert!(can_log_in(&server, "carol", "n3w").await);
+    let nobody =
+        run(&mut admin, "change-user-password", &[("accountjid", &["nobody@localhost"]), ("password", &["n3w"])]).await;
+    assert!(failed(&nobody));
+}
+
+#[tokio::test]
+async fn disable_ends_sessions_and_reenable_lets_the_user_back() {
+    let server = server().await;
+    let mut admin = server.login("admin", "laptop").await;
+    let mut bob = server.login("bob", "phone").await;
+    let disabled = run(&mut admin, "disable-user", &[("accountjids", &["bob@localhost"])]).await;
+    assert!(!failed(&disabled), "{disabled:?}");
+    assert_eq!(bob.conn.stream_error().await.as_deref(), Some("not-authorized"));
+    assert!(!can_log_in(&server, "bob", "pw").await);
+    let enabled = run(&mut admin, "reenable-user", &[("accountjids", &["bob@localhost"])]).await;
+    assert!(!failed(&enabled), "{enabled:?}");
+    assert!(can_log_in(&server, "bob", "pw").await);
+    let unknown = run(&mut admin, "disable-user", &[("accountjids", &["nobody@localhost"])]).await;
+    assert!(failed(&unknown));
+}
+
+#[tokio::test]
+async fn delete_user_removes_every_row_and_ends_sessions() {
+    let server = server().await;
+    let mut admin = server.login("admin", "laptop").await;
+    let mut bob = server.login("bob", "phone").await;
+    bob.iq("<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'><item jid='admin@localhost'/></query></iq>").await;
+    assert!(rows_of(&server, "roster_items", "bob").await > 0);
+    let deleted = run(&mut admin, "delete-user", &[("accountjids", &["bob@localhost"])]).await;
+    assert!(!failed(&deleted), "{deleted:?}");
+    assert_eq!(bob.conn.stream_error().await.as_deref(), Some("not-authorized"));
+    for table in ["accounts", "account_credentials", "roster_items", "roster_versions"] {
+        assert_eq!(rows_of(&server, table, "bob").await, 0, "{table} still has bob's rows");
+    }
+    assert!(!can_log_in(&server, "bob", "pw").await);
+}
+
+#[tokio::test]
+async fn get_user_roster_and_registered_users() {
+    let server = server().await;
+    let mut admin = server.login("admin", "laptop").await;
+    let mut bob = server.login("bob", "phone").await;
+    bob.iq("<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'><item jid='carol@example.net'><group>Friends</group></item></query></iq>").await;
+    let roster = run(&mut admin, "get-user-roster", &[("accountjid", &["bob@localhost"])]).await;
+    let x = command_of(&roster).get_child("x", "jabber:x:data").expect("result");
+    assert_eq!(field_values(x, "accountjid"), ["bob@localhost"]);
+    assert_eq!(field_values(x, "contactjids"), ["carol@example.net"]);
+    assert_eq!(field_values(x, "contacts"), ["carol@example.net subscription=none [Friends]"]);
+
+    let num = execute(&mut admin, &admin_node("get-registered-users-num"), "action='execute'").await;
+    let x = command_of(&num).get_child("x", "jabber:x:data").expect("result");
+    assert_eq!(field_values(x, "registeredusersnum"), ["2"]);
+    let list = run(&mut admin, "get-registered-users-list", &[("max_items", &["25"])]).await;
+    let x = command_of(&list).get_child("x", "jabber:x:data").expect("result");
+    assert_eq!(field_values(x, "registereduserjids"), ["admin@localhost", "bob@localhost"]);
+}
+
+#[tokio::test]
+async fn end_user_session_ends_only_the_named_session() {
+    let server = server().await;
+    let mut admin = server.login("admin", "laptop").await;
+    let mut phone = server.login("bob", "phone").await;
+    let mut tablet = server.login("bob", "tablet").await;
+    let ended = run(&mut admin, "end-user-session", &[("accountjids", &["bob@localhost/phone"])]).await;
+    assert!(!failed(&ended), "{ended:?}");
+    assert_eq!(phone.conn.stream_error().await.as_deref(), Some("policy-violation"));
+    tablet.sync().await;
+    let none = run(&mut admin, "end-user-session", &[("accountjids", &["bob@localhost/phone"])]).await;
+    assert!(failed(&none), "no such session any more");
+    let all = run(&mut admin, "end-user-session", &[("accountjids", &["bob@localhost"])]).await;
+    assert!(!failed(&all));
+    assert_eq!(tablet.conn.stream_error().await.as_deref(), Some("policy-violation"));
+}
+
+fn motd_of(stanzas: &[Element]) -> Option<String> {
+    stanzas
+        .iter()
+        .find(|s| s.name() == "message" && s.attr("from") == Some(HOST))
+        .and_then(|m| m.get_child("body", "jabber:client"))
+        .map(|b| b.text())
+}
+
+#[tokio::test]
+async fn the_message_of_the_day_is_set_edited_sent_on_login_and_deleted() {
+    let mut server = server().await;
+    let mut admin = server.login("admin", "laptop").await;
+    assert_eq!(motd_of(&server.login("bob", "a").await.sync().await), None);
+    run(&mut admin, "set-motd", &[("motd", &["Welcome &amp; behave", "second line"])]).await;
+    assert_eq!(motd_of(&server.login("bob", "b").await.sync().await).as_deref(), Some("Welcome & behave\nsecond line"));
+
+    let edit = execute(&mut admin, &admin_node("edit-motd"), "action='execute'").await;
+    let form = command_of(&edit).get_child("x", "jabber:x:data").expect("form");
+    assert_eq!(field_values(form, "motd"), ["Welcome & behave", "second line"], "the form shows the current text");
+    run(&mut admin, "edit-motd", &[("motd", &["Edited"])]).await;
+    server.restart().await;
+    let mut admin = server.login("admin", "laptop").await;
+    let seen = admin.sync().await;
+    assert_eq!(motd_of(&seen).as_deref(), Some("Edited"), "stored across restarts");
+
+    let deleted = execute(&mut admin, &admin_node("delete-motd"), "action='execute'").await;
+    assert_eq!(command_of(&deleted).attr("status"), Some("completed"));
+    assert_eq!(motd_of(&server.login("bob", "c").await.sync().await), None);
+}

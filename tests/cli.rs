@@ -171,3 +171,62 @@ async fn serve_accepts_a_login_and_stops_on_sigterm() {
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
     assert!(exit.success(), "server exit status {exit:?}");
 }
+
+#[test]
+fn user_disable_and_enable() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), "");
+    assert!(starling(&config, &["user", "add", "alice@localhost"], Some("pw\n")).status.success());
+    let disabled = starling(&config, &["user", "disable", "Alice@localhost"], None);
+    assert!(disabled.status.success(), "{}", String::from_utf8_lossy(&disabled.stderr));
+    assert_eq!(stdout(&disabled), "disabled alice@localhost\n");
+    assert_eq!(stdout(&starling(&config, &["user", "list"], None)), "alice@localhost (disabled)\n");
+    let enabled = starling(&config, &["user", "enable", "alice@localhost"], None);
+    assert_eq!(stdout(&enabled), "enabled alice@localhost\n");
+    assert_eq!(stdout(&starling(&config, &["user", "list", "localhost"], None)), "alice@localhost\n");
+    assert_eq!(starling(&config, &["user", "disable", "nobody@localhost"], None).status.code(), Some(1));
+    assert_eq!(starling(&config, &["user", "enable", "alice@elsewhere"], None).status.code(), Some(1));
+    assert_eq!(starling(&config, &["user", "list", "elsewhere"], None).status.code(), Some(1));
+    assert_eq!(starling(&config, &["user", "disable"], None).status.code(), Some(2), "usage");
+}
+
+#[test]
+fn register_token_prints_a_stored_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let without = write_config(dir.path(), "");
+    let refused = starling(&without, &["register", "token"], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("register"));
+
+    let config = write_config(dir.path(), "").to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&config).expect("read").replace("\"ping\"]", "\"ping\", \"register\"]");
+    std::fs::write(&config, text).expect("write");
+    let config = Path::new(&config);
+    let issued =
+        starling(config, &["register", "token", "--host", "localhost", "--uses", "3", "--valid-hours", "2"], None);
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let token = stdout(&issued);
+    let token = token.trim_end();
+    assert_eq!(token.len(), 32, "{token:?}");
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
+    let other = stdout(&starling(config, &["register", "token"], None));
+    assert_ne!(other.trim_end(), token, "every token is new");
+    assert_eq!(starling(config, &["register", "token", "--host", "elsewhere"], None).status.code(), Some(1));
+    assert_eq!(starling(config, &["register", "token", "--uses", "0"], None).status.code(), Some(1));
+
+    // The token is in the database, with its uses and expiry.
+    let db = starling_api::Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display()), 1).expect("db");
+    let found = db
+        .run_blocking(|c| {
+            use diesel::prelude::*;
+            starling_mod_register::store::register_tokens::table
+                .select((
+                    starling_mod_register::store::register_tokens::host,
+                    starling_mod_register::store::register_tokens::uses_left,
+                ))
+                .filter(starling_mod_register::store::register_tokens::token.eq(token))
+                .first::<(String, i32)>(c)
+        })
+        .expect("stored");
+    assert_eq!(found, ("localhost".to_owned(), 3));
+}

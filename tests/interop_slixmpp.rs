@@ -1,7 +1,9 @@
 //! A third-party client library drives the server: slixmpp (PyPI, installed by
 //! `.ci/run` from tests/interop/requirements.txt) logs in two accounts over STARTTLS
 //! with SCRAM, uses disco and ping, and exchanges messages; pages through its message
-//! archive (XEP-0313) and publishes an OMEMO device list (XEP-0384, XEP-0163).
+//! archive (XEP-0313) and publishes an OMEMO device list (XEP-0384, XEP-0163); resumes
+//! a stream management session (XEP-0198) after its TCP connection was cut; registers
+//! an account in-band (XEP-0077) and runs administration commands (XEP-0050, XEP-0133).
 
 mod common;
 
@@ -77,4 +79,60 @@ async fn slixmpp_pages_the_archive_and_publishes_omemo_devices() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("ok: bob fetched the devicelist"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slixmpp_resumes_a_stream_after_its_connection_was_cut() {
+    if !slixmpp_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_sm.py");
+    let addr = server.addr();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new("python3")
+            .args([script, &addr.ip().to_string(), &addr.port().to_string(), HOST])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("slixmpp script finished in time")
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("ok: alice got the message sent while she was away, once"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slixmpp_registers_in_band_and_administers_accounts() {
+    if !slixmpp_available() {
+        return;
+    }
+    let server = TestServer::start_with(|c| {
+        c.server.admins = vec!["admin@localhost".into()];
+        c.modules.settings.insert("register".into(), toml::from_str("mode = 'open'").expect("settings"));
+    })
+    .await;
+    server.add_user("admin", "pw").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_admin.py");
+    let addr = server.addr();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new("python3")
+            .args([script, &addr.ip().to_string(), &addr.port().to_string(), HOST])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("slixmpp script finished in time")
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("ok: registered in-band as newbie"), "{stdout}");
+    assert!(stdout.contains("ok: carol logged in"), "{stdout}");
 }

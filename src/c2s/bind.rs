@@ -2,6 +2,7 @@
 //! as a no-op for old clients as RFC 6121 Appendix E allows).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -68,7 +69,13 @@ pub(super) async fn bind(
             }
         }
         Request::Bind(resource) => match try_bind(user, resource, shared) {
-            Ok((jid, handle, receiver)) => {
+            Ok(((jid, handle, receiver), replaced)) => {
+                if let Some(old) = replaced {
+                    // Its undelivered stanzas go to offline storage and its contacts learn
+                    // it left before this session can announce itself.
+                    old.close(CloseReason::Replaced);
+                    let _ = tokio::time::timeout(REPLACED_WAIT, old.wait_ended()).await;
+                }
                 let mut result = iq_result(iq, None);
                 let payload = format!("<bind xmlns='{NS_BIND}'><jid>{}</jid></bind>", escaped(&jid.to_string()));
                 result = result.with_children_xml(payload.into_bytes().into());
@@ -101,7 +108,15 @@ async fn send(stream: &mut XmppStream, stanza: &Stanza) -> Result<(), ()> {
     stream.send(&out).await.map_err(|_| ())
 }
 
-fn try_bind(user: &BareJid, resource: Option<String>, shared: &C2sShared) -> Result<Bound, DefinedCondition> {
+/// How long a bind waits for the session it replaces to finish leaving.
+const REPLACED_WAIT: Duration = Duration::from_secs(5);
+
+/// Binds a resource; also returns the session it replaced, which the caller closes.
+fn try_bind(
+    user: &BareJid,
+    resource: Option<String>,
+    shared: &C2sShared,
+) -> Result<(Bound, Option<Arc<SessionHandle>>), DefinedCondition> {
     let policy = shared.config.c2s.resource_conflict;
     let mut resource = match resource {
         // RFC 6120 §7.7.2.1: a resource that fails resourceprep is a bad request.
@@ -112,12 +127,7 @@ fn try_bind(user: &BareJid, resource: Option<String>, shared: &C2sShared) -> Res
         let jid = user.with_resource_str(&resource).map_err(|_| DefinedCondition::BadRequest)?;
         let (handle, receiver) = SessionHandle::new(jid.clone(), shared.config.limits.session_queue);
         match shared.sessions.bind(handle.clone(), policy) {
-            BindOutcome::Bound { replaced } => {
-                if let Some(old) = replaced {
-                    old.close(CloseReason::Replaced);
-                }
-                return Ok((jid, handle, receiver));
-            }
+            BindOutcome::Bound { replaced } => return Ok(((jid, handle, receiver), replaced)),
             BindOutcome::Conflict if policy == ResourceConflict::Random => {
                 resource = format!("{resource}.{}", generated_resource());
             }

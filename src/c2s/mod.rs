@@ -12,8 +12,11 @@ mod bind;
 pub mod bosh;
 mod negotiate;
 mod session;
+mod sm;
 pub mod stream;
 pub mod websocket;
+
+pub use sm::ResumeTable;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +63,8 @@ pub struct C2sShared {
     pub tasks: TaskTracker,
     /// Bounds concurrent connections.
     pub connections: Arc<Semaphore>,
+    /// Sessions a new connection can resume (XEP-0198).
+    pub resumes: ResumeTable,
 }
 
 impl C2sShared {
@@ -138,7 +143,8 @@ async fn handle(accepted: Accepted, peer: SocketAddr, shared: &C2sShared) {
     tracing::debug!("connected");
     let negotiated = negotiate::negotiate(accepted, peer, shared).await;
     match negotiated {
-        Some(bound) => session::run(bound, shared).await,
+        Some(negotiate::Negotiated::Bound(bound)) => session::run(*bound, shared).await,
+        Some(negotiate::Negotiated::Resumed) => tracing::debug!("stream handed to the session it resumes"),
         None => tracing::debug!("closed before binding a resource"),
     }
 }

@@ -14,9 +14,12 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use jid::{BareJid, FullJid};
+use starling_api::preauth::PreAuthIq;
+use starling_api::reply::{error_reply, iq_result};
 use starling_api::{Scope, Stanza, caps};
 use tokio_rustls::TlsAcceptor;
 
+use super::sm::{self, NS_SM, Resumption};
 use super::stream::{ReadFailure, Transport, XmppStream};
 use super::{Accepted, C2sShared, ListenerKind, bind};
 use crate::auth::{self, LoginCredentials};
@@ -37,6 +40,14 @@ pub(super) struct Bound {
     pub jid: FullJid,
     pub handle: Arc<SessionHandle>,
     pub receiver: SessionReceiver,
+}
+
+/// How negotiation ended with a session.
+pub(super) enum Negotiated {
+    /// A new session.
+    Bound(Box<Bound>),
+    /// The stream went to the session it resumes (XEP-0198 §5), whose task serves it now.
+    Resumed,
 }
 
 /// How negotiation ended without a session.
@@ -65,7 +76,7 @@ impl Abort {
 
 /// Runs negotiation within the configured deadline; `None` when the client went away
 /// or was refused (the stream error has been sent).
-pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2sShared) -> Option<Bound> {
+pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2sShared) -> Option<Negotiated> {
     let deadline = Duration::from_secs(shared.config.c2s.negotiation_timeout);
     let mut negotiation =
         Negotiation { shared, host: None, header_sent: false, user: None, cb: ChannelBinding::default() };
@@ -92,7 +103,7 @@ pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2s
     })
     .await;
     let abort = match result {
-        Ok(Ok(bound)) => return Some(bound),
+        Ok(Ok(negotiated)) => return Some(negotiated),
         Ok(Err(abort)) => abort,
         // The stream was dropped with the future; nothing more can be said to it.
         Err(_elapsed) => {
@@ -142,7 +153,7 @@ impl Negotiation<'_> {
         self.header_sent = true;
     }
 
-    async fn run(&mut self, mut stream: XmppStream) -> Result<Bound, Abort> {
+    async fn run(&mut self, mut stream: XmppStream) -> Result<Negotiated, Abort> {
         loop {
             self.header_sent = false;
             let header = match stream.next_event().await {
@@ -159,7 +170,7 @@ impl Negotiation<'_> {
             if self.user.is_some() {
                 out.extend_from_slice(b"<stream:features>");
                 out.extend_from_slice(
-                    format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session><csi xmlns='urn:xmpp:csi:0'/>")
+                    format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session><csi xmlns='urn:xmpp:csi:0'/><sm xmlns='{NS_SM}'/>")
                         .as_bytes(),
                 );
                 let host = self.host.clone().unwrap_or_default();
@@ -209,6 +220,19 @@ impl Negotiation<'_> {
                         out.extend_from_slice(format!("<channel-binding type='{type_}'/>").as_bytes());
                     }
                     out.extend_from_slice(b"</sasl-channel-binding>");
+                }
+            }
+            if !mechanisms.is_empty() {
+                // Pre-authentication features (XEP-0077 registration) need a secured
+                // stream, like SASL.
+                let host = self.host.clone().unwrap_or_default();
+                let context = &self.shared.context;
+                for (feature, module) in context.registry().pre_auth_stream_features() {
+                    if context.module_enabled(context.registry().modules()[module].name, &host)
+                        && let Some(xml) = feature(context, &host)
+                    {
+                        out.extend_from_slice(xml.as_bytes());
+                    }
                 }
             }
             out.extend_from_slice(b"</stream:features>");
@@ -275,9 +299,48 @@ impl Negotiation<'_> {
                         return Ok(stream);
                     }
                 }
+                (NS_CLIENT, "iq") if !mechanisms.is_empty() => {
+                    if !self.pre_auth_iq(&mut stream, &element).await? {
+                        return Err(Abort::with(stream, "not-authorized"));
+                    }
+                }
                 _ => return Err(Abort::with(stream, "not-authorized")),
             }
         }
+    }
+
+    /// An IQ before authentication, for a module's pre-authentication handler (see
+    /// `starling_api::preauth`). `Ok(false)` when no enabled module handles it.
+    async fn pre_auth_iq(&mut self, stream: &mut XmppStream, iq: &Stanza) -> Result<bool, Abort> {
+        let (Some(kind), Ok(payload)) = (crate::router::iq_kind(iq), crate::router::single_payload(iq)) else {
+            return Ok(false);
+        };
+        let host = self.host.clone().unwrap_or_default();
+        let context = &self.shared.context;
+        let Some((handler, module)) = context.registry().pre_auth_iq_handler(kind, &payload.ns(), payload.name())
+        else {
+            return Ok(false);
+        };
+        if !context.module_enabled(context.registry().modules()[module].name, &host) {
+            return Ok(false);
+        }
+        let request = PreAuthIq {
+            host,
+            peer: stream.peer.ip(),
+            id: iq.id().unwrap_or_default().to_owned(),
+            lang: iq.attr("xml:lang").map(str::to_owned),
+            payload,
+        };
+        let reply = match handler.clone()(context.clone(), request).await {
+            Ok(payload) => Some(iq_result(iq, payload.as_ref())),
+            Err(error) => error_reply(iq, &error),
+        };
+        if let Some(reply) = reply {
+            let mut out = Vec::new();
+            reply.write_to(&mut out, NS_CLIENT);
+            send_or_abort(stream, &out).await?;
+        }
+        Ok(true)
     }
 
     async fn start_tls(&mut self, stream: XmppStream) -> Result<XmppStream, Abort> {
@@ -432,8 +495,9 @@ impl Negotiation<'_> {
         }
     }
 
-    /// After SASL: legacy session requests are acknowledged, the bind request binds.
-    async fn bind_phase(&mut self, mut stream: XmppStream) -> Result<Bound, Abort> {
+    /// After SASL: legacy session requests are acknowledged, the bind request binds,
+    /// `<resume/>` hands the stream to the session it names (XEP-0198 §5).
+    async fn bind_phase(&mut self, mut stream: XmppStream) -> Result<Negotiated, Abort> {
         let Some(user) = self.user.clone() else { return Err(Abort::silent(None)) };
         loop {
             let element = match stream.next_event().await {
@@ -441,16 +505,55 @@ impl Negotiation<'_> {
                 Ok(_) => return Err(Abort::silent(Some(stream))),
                 Err(failure) => return Err(Abort::from_read(stream, failure)),
             };
+            if element.ns() == NS_SM {
+                stream = match self.resume(stream, &element, &user) {
+                    Ok(()) => return Ok(Negotiated::Resumed),
+                    Err(mut refused) => {
+                        send_or_abort(&mut refused.stream, &refused.answer).await?;
+                        refused.stream
+                    }
+                };
+                continue;
+            }
             if element.name() != "iq" || element.ns() != NS_CLIENT {
                 return Err(Abort::with(stream, "not-authorized"));
             }
             match bind::bind(&mut stream, &element, &user, self.shared).await {
-                Ok(Some((jid, handle, receiver))) => return Ok(Bound { stream, jid, handle, receiver }),
+                Ok(Some((jid, handle, receiver))) => {
+                    return Ok(Negotiated::Bound(Box::new(Bound { stream, jid, handle, receiver })));
+                }
                 Ok(None) => {}
                 Err(()) => return Err(Abort::silent(None)),
             }
         }
     }
+
+    /// `<resume previd h/>`: hands the stream to the session `previd` when it is this
+    /// account's and still resumable. Anything else in the XEP-0198 namespace before
+    /// binding is an unexpected request (`<enable/>` needs a bound resource, §3).
+    fn resume(&self, stream: XmppStream, element: &Stanza, user: &BareJid) -> Result<(), NotResumed> {
+        let request = (element.name() == "resume")
+            .then(|| Some((element.attr("previd")?, element.attr("h")?.parse::<u32>().ok()?)));
+        let (previd, h) = match request {
+            Some(Some(request)) => request,
+            Some(None) => return Err(NotResumed { stream, answer: sm::failed("bad-request", None) }),
+            None => return Err(NotResumed { stream, answer: sm::failed("unexpected-request", None) }),
+        };
+        match self.shared.resumes.resume(previd, user, Resumption { stream, h }) {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                tracing::debug!(known = refused.h.is_some(), "resumption refused");
+                Err(NotResumed { stream: refused.resumption.stream, answer: sm::failed("item-not-found", refused.h) })
+            }
+        }
+    }
+}
+
+/// A stream management element before binding that did not resume a session: the
+/// stream, and the answer to send on it.
+struct NotResumed {
+    stream: XmppStream,
+    answer: Vec<u8>,
 }
 
 fn binding_of(tls: &rustls::ServerConnection, shared: &C2sShared) -> ChannelBinding {

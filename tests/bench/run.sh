@@ -7,11 +7,17 @@
 #   tests/bench/run.sh                       # every scenario of bench.sh
 #   SCENARIOS="connect" CONNECT_SIZES=1000 REPS=1 tests/bench/run.sh
 #   STARTTLS=1 SCENARIOS=connect-scram tests/bench/run.sh
+#   ROSTER=50 SCENARIOS=connect tests/bench/run.sh   # every account has 50 contacts (both)
+#   MAM=1 SCENARIOS=chat tests/bench/run.sh          # archive every message
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=${BENCH_DIR:-$ROOT/../shared/bench}
 PORT=${PORT:-15422}
 USERS=${USERS:-10000}
+ROSTER=${ROSTER:-0}
+MAM=${MAM:-0}
+MODULES='"disco", "roster", "offline", "carbons", "vcard", "blocking", "adhoc", "admin", "ping", "version", "time"'
+[[ $MAM = 1 ]] && MODULES="$MODULES, \"mam\""
 [[ -x $BENCH/bench.sh ]] || { echo "no load generator at $BENCH (set BENCH_DIR)" >&2; exit 2; }
 
 (cd "$ROOT" && cargo build --release --locked)
@@ -38,10 +44,23 @@ auth_failures = 1000000
 [log]
 level = "warn"
 [modules]
-enabled = ["disco", "roster", "offline", "carbons", "vcard", "blocking", "adhoc", "admin", "ping", "version", "time"]
+enabled = [$MODULES]
 TOML
 
 echo pw | "$BIN" --config "$WORK/starling.toml" user add-range u 1 "$USERS" bench.test
+if [[ $ROSTER -gt 0 ]]; then
+  # Mutual subscriptions with the next $ROSTER accounts, written straight into the
+  # roster module's table (the server is not running yet).
+  python3 - "$WORK/db.sqlite" "$USERS" "$ROSTER" <<'PY'
+import sqlite3, sys
+db, users, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+conn = sqlite3.connect(db)
+rows = (("bench.test", f"u{i}", f"u{(i + j - 1) % users + 1}@bench.test", "both")
+        for i in range(1, users + 1) for j in range(1, k + 1))
+conn.executemany("INSERT INTO roster_items (host, username, contact, subscription) VALUES (?, ?, ?, ?)", rows)
+conn.commit()
+PY
+fi
 ulimit -n "$(ulimit -Hn)"
 taskset -c "${SERVER_CPU:-1}" "$BIN" --config "$WORK/starling.toml" &
 PID=$!

@@ -301,6 +301,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client over a connection that already has a session as `jid` (a resumed stream).
+    pub fn on(conn: Conn, jid: &str) -> Client {
+        Client { conn, jid: jid.to_owned(), next_id: 0 }
+    }
+
     /// STARTTLS, SCRAM-SHA-256, bind, initial presence.
     pub async fn login(addr: SocketAddr, user: &str, password: &str, resource: Option<&str>) -> Client {
         Client::login_at(addr, user, HOST, password, resource).await

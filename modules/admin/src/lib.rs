@@ -1,15 +1,24 @@
 //! XEP-0133: Service Administration — the administrators' ad-hoc commands (XEP-0050),
 //! run through the `adhoc` module by the accounts listed in `[server] admins`.
 //!
-//! Commands today: Get Number of Online Users (§4.15), Get List of Online Users
-//! (§4.20) and Send Announcement to Online Users (§4.23). "Online" counts accounts with
-//! at least one bound session on the host the command is sent to.
+//! Commands: Add User (§4.1), Delete User (§4.2), Disable User (§4.3), Re-Enable User
+//! (§4.4), Change User Password (§4.7), Get User Roster (§4.8), End User Session
+//! (§4.14), Get Number of Online Users (§4.15), Get Number / List of Registered Users
+//! (§4.17, §4.18), Get List of Online Users (§4.20), Send Announcement to Online Users
+//! (§4.23) and Set / Edit / Delete Message of the Day (§4.25–§4.27). "Online" counts
+//! accounts with at least one bound session on the host the command is sent to.
+//! Administrators act on the accounts of the host they address the command to.
 
 mod form;
+mod motd;
+mod users;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use starling_api::adhoc::{Access, CommandRequest, CommandStep};
+use starling_api::hooks::SessionStarted;
+use starling_api::tracing;
 use starling_api::xmpp_parsers::data_forms::FieldType;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use starling_api::{Context, ModuleSpec, Registrar, Spec, SpecSupport, Stanza, Support, stanza_error};
@@ -21,12 +30,83 @@ pub static MODULE: ModuleSpec = ModuleSpec {
     name: "admin",
     summary: "XEP-0133 Service Administration commands for the server's administrators",
     specs: &[SpecSupport { spec: Spec::Xep(133), version: "1.3.1", status: Support::Partial, features: &[] }],
-    migrations: None,
-    forget_user: None,
+    migrations: Some(&MIGRATIONS),
+    forget_user: Some(motd::forget_user),
     start,
 };
 
+static MIGRATIONS: starling_api::Migrations = starling_api::migrations!();
+
 fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
+    reg.adhoc_command("http://jabber.org/protocol/admin#add-user", "Add User", Access::Admin, users::add);
+    reg.adhoc_command("http://jabber.org/protocol/admin#delete-user", "Delete User", Access::Admin, users::delete);
+    reg.adhoc_command("http://jabber.org/protocol/admin#disable-user", "Disable User", Access::Admin, users::disable);
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#reenable-user",
+        "Re-Enable User",
+        Access::Admin,
+        users::reenable,
+    );
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#change-user-password",
+        "Change User Password",
+        Access::Admin,
+        users::change_password,
+    );
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#get-user-roster",
+        "Get User Roster",
+        Access::Admin,
+        users::roster,
+    );
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#end-user-session",
+        "End User Session",
+        Access::Admin,
+        users::end_sessions,
+    );
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#get-registered-users-num",
+        "Get Number of Registered Users",
+        Access::Admin,
+        users::registered_num,
+    );
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#get-registered-users-list",
+        "Get List of Registered Users",
+        Access::Admin,
+        users::registered_list,
+    );
+    let motd = Arc::new(motd::Motd::default());
+    let m = motd.clone();
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#set-motd",
+        "Set Message of the Day",
+        Access::Admin,
+        move |ctx, req| motd::set(ctx, m.clone(), req, false),
+    );
+    let m = motd.clone();
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#edit-motd",
+        "Edit Message of the Day",
+        Access::Admin,
+        move |ctx, req| motd::set(ctx, m.clone(), req, true),
+    );
+    let m = motd.clone();
+    reg.adhoc_command(
+        "http://jabber.org/protocol/admin#delete-motd",
+        "Delete Message of the Day",
+        Access::Admin,
+        move |ctx, req| motd::delete(ctx, m.clone(), req),
+    );
+    let m = motd.clone();
+    reg.on_start(move |ctx| {
+        let m = m.clone();
+        async move {
+            m.load(&ctx).await.map_err(|e| starling_api::ModuleError::Start { module: "admin", message: e.to_string() })
+        }
+    });
+    reg.hook::<SessionStarted, _>(0, move |ctx, event| motd.on_session_started(ctx, event));
     reg.adhoc_command(
         "http://jabber.org/protocol/admin#get-online-users-num",
         "Get Number of Online Users",
@@ -65,7 +145,7 @@ async fn online_users_num(ctx: Context, req: CommandRequest) -> Result<CommandSt
     Ok(CommandStep::Completed { notes: Vec::new(), result: Some(result) })
 }
 
-const MAX_ITEMS: [&str; 7] = ["25", "50", "75", "100", "150", "200", "none"];
+pub(crate) const MAX_ITEMS: [&str; 7] = ["25", "50", "75", "100", "150", "200", "none"];
 
 /// §4.20: how many to list, then the list.
 async fn online_users_list(ctx: Context, req: CommandRequest) -> Result<CommandStep, StanzaError> {
@@ -128,6 +208,11 @@ fn headline(from: &str, to: &str, subject: Option<&str>, body: &str) -> Stanza {
     message
 }
 
-fn bad_request() -> StanzaError {
+pub(crate) fn bad_request() -> StanzaError {
     stanza_error(ErrorType::Modify, DefinedCondition::BadRequest)
+}
+
+pub(crate) fn internal(err: impl std::fmt::Display) -> StanzaError {
+    tracing::error!(error = %err, "administration command failed");
+    stanza_error(ErrorType::Wait, DefinedCondition::InternalServerError)
 }

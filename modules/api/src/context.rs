@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use jid::{BareJid, FullJid};
 
 use crate::hooks::{Event, Flow};
-use crate::{BoxFuture, Db, Registry, Stanza};
+use crate::{AccountService, BoxFuture, Db, Registry, Stanza};
 
 /// A server-originated IQ got no answer in time (RFC 6120 §8.2.3 requires one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +41,10 @@ pub trait Sessions: Send + Sync {
     /// Full JIDs of every bound session of accounts of `host`, and whether each has
     /// sent available presence.
     fn of_host(&self, host: &str) -> Vec<(FullJid, bool)>;
+    /// Ends the session bound as `jid` (a full JID), or every session of the account
+    /// (a bare JID), with a `policy-violation` stream error after what was already
+    /// queued for it (XEP-0133 §4.14); returns how many were ended.
+    fn end(&self, jid: &jid::Jid) -> usize;
 }
 
 /// Facts about this server.
@@ -70,6 +74,8 @@ pub struct ContextParts {
     pub router: Arc<dyn Router>,
     /// The session table.
     pub sessions: Arc<dyn Sessions>,
+    /// Account management.
+    pub accounts: Arc<dyn AccountService>,
     /// The database pool.
     pub db: Db,
     /// Server facts.
@@ -116,6 +122,11 @@ impl Context {
     /// The session table.
     pub fn sessions(&self) -> &dyn Sessions {
         self.inner.sessions.as_ref()
+    }
+
+    /// Account management (see [`crate::accounts`]).
+    pub fn accounts(&self) -> &dyn AccountService {
+        self.inner.accounts.as_ref()
     }
 
     /// The database pool.

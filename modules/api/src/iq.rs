@@ -6,7 +6,7 @@
 //! stanza error; the router writes the reply with the request's `id`.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use jid::Jid;
 use minidom::Element;
@@ -40,6 +40,35 @@ pub struct IqRequest<P> {
     pub lang: Option<String>,
     /// The parsed payload.
     pub payload: P,
+    /// Work to run once the reply is routed (see [`IqRequest::after_reply`]).
+    pub after_reply: AfterReply,
+}
+
+impl<P> IqRequest<P> {
+    /// Runs `work` after the handler's reply has been routed — for a local requester,
+    /// queued on its session — for effects the requester must only see after the
+    /// answer, such as the end of its session after an XEP-0077 unregistration. The
+    /// last call wins.
+    pub fn after_reply(&self, work: impl Future<Output = ()> + Send + 'static) {
+        *self.after_reply.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::pin(work));
+    }
+}
+
+/// The slot behind [`IqRequest::after_reply`]; the router takes the work out.
+#[derive(Clone, Default)]
+pub struct AfterReply(Arc<Mutex<Option<BoxFuture<'static, ()>>>>);
+
+impl AfterReply {
+    /// The work a handler left, if any.
+    pub fn take(&self) -> Option<BoxFuture<'static, ()>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for AfterReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterReply")
+    }
 }
 
 /// A payload type that can be dispatched by the qualified name of its root element.
@@ -62,9 +91,9 @@ where
     Fut: Future<Output = IqResult> + Send + 'static,
 {
     Arc::new(move |ctx, req: IqRequest<Element>| {
-        let IqRequest { from, to, id, lang, payload } = req;
+        let IqRequest { from, to, id, lang, payload, after_reply } = req;
         match P::try_from(payload) {
-            Ok(payload) => Box::pin(handler(ctx, IqRequest { from, to, id, lang, payload })),
+            Ok(payload) => Box::pin(handler(ctx, IqRequest { from, to, id, lang, payload, after_reply })),
             Err(_) => Box::pin(std::future::ready(Err(crate::stanza_error(
                 xmpp_parsers::stanza_error::ErrorType::Modify,
                 xmpp_parsers::stanza_error::DefinedCondition::BadRequest,

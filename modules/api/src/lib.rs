@@ -10,6 +10,7 @@
 //! each: [`jid`], [`minidom`], [`xmpp_parsers`], [`diesel`] and [`tracing`].
 #![warn(missing_docs)]
 
+pub mod accounts;
 pub mod address;
 pub mod adhoc;
 pub mod archive;
@@ -22,11 +23,14 @@ pub mod http;
 pub mod iq;
 pub mod module;
 pub mod pep;
+pub mod preauth;
 pub mod reply;
 pub mod roster;
 pub mod stanza;
 pub mod storage;
+pub mod vcard;
 
+pub use accounts::{AccountEntry, AccountError, AccountService};
 pub use address::{parse_bare_jid, parse_jid};
 pub use context::{Context, ContextParts, IqTimeout, Router, ServerInfo, Sessions};
 pub use error::{ModuleError, stanza_error};

@@ -19,6 +19,7 @@ use crate::disco::{DiscoItemsFn, DiscoNodeInfoFn, DiscoQuery};
 use crate::hooks::{Event, Flow, Hooks};
 use crate::http::HttpRoutesFn;
 use crate::iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult, erase};
+use crate::preauth::{PreAuthFeatureFn, PreAuthIq, PreAuthIqFn};
 use crate::{Context, Migrations, ModuleError, Stanza};
 
 /// Where a request is addressed, relative to the server (Prosody's host/bare/self,
@@ -159,6 +160,8 @@ pub struct Registry {
     disco_node_info: Vec<(Scope, DiscoNodeInfoFn, usize)>,
     commands: Vec<(AdhocCommand, usize)>,
     http_routes: Vec<(HttpRoutesFn, usize)>,
+    pre_auth_iq: HashMap<(IqKind, &'static str, &'static str), (PreAuthIqFn, usize)>,
+    pre_auth_features: Vec<(PreAuthFeatureFn, usize)>,
     hosts: Vec<String>,
     hooks: Hooks,
 }
@@ -232,6 +235,32 @@ impl Registry {
     /// The registered ad-hoc commands (XEP-0050), with the owning module's index.
     pub fn adhoc_commands(&self) -> impl Iterator<Item = (&AdhocCommand, usize)> + '_ {
         self.commands.iter().map(|(c, m)| (c, *m))
+    }
+
+    /// The handler for an IQ before authentication (see [`crate::preauth`]), with the
+    /// owning module's index.
+    pub fn pre_auth_iq_handler(&self, kind: IqKind, ns: &str, name: &str) -> Option<(&PreAuthIqFn, usize)> {
+        self.pre_auth_iq
+            .iter()
+            .find(|((k, n, l), _)| *k == kind && *n == ns && *l == name)
+            .map(|(_, (handler, module))| (handler, *module))
+    }
+
+    /// Every pre-authentication IQ key with the owning module's name, for listings.
+    pub fn all_pre_auth_iq_handlers(&self) -> Vec<(IqKind, &'static str, &'static str, &'static str)> {
+        let mut out: Vec<_> = self
+            .pre_auth_iq
+            .iter()
+            .map(|((kind, ns, name), (_, module))| (*kind, *ns, *name, self.modules[*module].name))
+            .collect();
+        out.sort_by_key(|(kind, ns, name, module)| (*module, *ns, *name, matches!(kind, IqKind::Set)));
+        out
+    }
+
+    /// Stream feature providers for streams before authentication, with the owning
+    /// module's index.
+    pub fn pre_auth_stream_features(&self) -> impl Iterator<Item = (&PreAuthFeatureFn, usize)> + '_ {
+        self.pre_auth_features.iter().map(|(f, m)| (f, *m))
     }
 
     /// The service of type `T` a module provided (see [`Registrar::provide`]).
@@ -442,6 +471,39 @@ impl Registrar<'_> {
     /// e.g. `<ver xmlns='urn:xmpp:features:rosterver'/>`.
     pub fn stream_feature(&mut self, xml: &'static str) {
         self.registry.stream_features.push((xml, self.module));
+    }
+
+    /// Handles `<iq type='get'/>` with payload `P` from clients that have not
+    /// authenticated yet (see [`crate::preauth`]).
+    pub fn pre_auth_iq_get<P, F, Fut>(&mut self, handler: F)
+    where
+        P: IqPayload,
+        F: Fn(Context, PreAuthIq<P>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = IqResult> + Send + 'static,
+    {
+        let handler = crate::preauth::erase(handler);
+        self.registry.pre_auth_iq.insert((IqKind::Get, P::NS, P::NAME), (handler, self.module));
+    }
+
+    /// Handles `<iq type='set'/>` with payload `P` from clients that have not
+    /// authenticated yet (see [`crate::preauth`]).
+    pub fn pre_auth_iq_set<P, F, Fut>(&mut self, handler: F)
+    where
+        P: IqPayload,
+        F: Fn(Context, PreAuthIq<P>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = IqResult> + Send + 'static,
+    {
+        let handler = crate::preauth::erase(handler);
+        self.registry.pre_auth_iq.insert((IqKind::Set, P::NS, P::NAME), (handler, self.module));
+    }
+
+    /// Offers a stream feature before authentication: `feature(ctx, host)` answers,
+    /// per stream, with the element (as XML) or nothing (see [`crate::preauth`]).
+    pub fn pre_auth_stream_feature<F>(&mut self, feature: F)
+    where
+        F: Fn(&Context, &str) -> Option<String> + Send + Sync + 'static,
+    {
+        self.registry.pre_auth_features.push((Arc::new(feature), self.module));
     }
 
     /// Runs `task` once the server runs, before it accepts clients (e.g. to load state

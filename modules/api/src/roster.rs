@@ -44,4 +44,11 @@ pub trait RosterService: Send + Sync {
         account: &BareJid,
         contact: &BareJid,
     ) -> BoxFuture<'static, Result<Option<RosterContact>, StorageError>>;
+
+    /// Every contact in `account`'s roster (XEP-0133 get-user-roster), by JID.
+    fn contacts(
+        &self,
+        ctx: &Context,
+        account: &BareJid,
+    ) -> BoxFuture<'static, Result<Vec<(BareJid, RosterContact)>, StorageError>>;
 }

@@ -133,7 +133,7 @@ macro_rules! filtered {
         }
         match &f.fulltext {
             Some(terms) if terms.is_empty() => q = q.filter(sql::<Bool>("1 = 0")),
-            Some(terms) => q = q.filter($fts!(terms)),
+            Some(terms) => q = q.filter($fts!(&f.owner, terms)),
             None => {}
         }
         q
@@ -163,15 +163,15 @@ macro_rules! page_on {
 }
 
 macro_rules! fts5_condition {
-    ($terms:expr) => {
+    ($owner:expr, $terms:expr) => {
         sql::<Bool>("mam_messages.id IN (SELECT rowid FROM mam_fts WHERE mam_fts MATCH ")
-            .bind::<Text, _>(tokens::fts5_query($terms))
+            .bind::<Text, _>(tokens::fts5_owner_query($owner, $terms))
             .sql(")")
     };
 }
 
 macro_rules! tsquery_condition {
-    ($terms:expr) => {
+    ($owner:expr, $terms:expr) => {
         sql::<Bool>("to_tsvector('simple', mam_messages.search_text) @@ to_tsquery('simple', ")
             .bind::<Text, _>(tokens::tsquery($terms))
             .sql(")")

@@ -131,6 +131,14 @@ pub fn fts5_query(terms: &[Term]) -> String {
     parts.join(" AND ")
 }
 
+/// The FTS5 MATCH expression for `terms` in `owner`'s archive only: the owner's key
+/// (lowercase hex of the bare JID, as the index trigger writes it) and the words,
+/// each in its own column.
+pub fn fts5_owner_query(owner: &str, terms: &[Term]) -> String {
+    let key: String = owner.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("owner_key : \"{key}\" AND search_text : ({})", fts5_query(terms))
+}
+
 /// A PostgreSQL `to_tsquery('simple', …)` expression (same quoting argument).
 pub fn tsquery(terms: &[Term]) -> String {
     let parts: Vec<String> = terms
@@ -184,5 +192,11 @@ mod tests {
         assert_eq!(fts5_query(&terms), format!("\"hello\" AND \"{}\" AND \"{}\" *", encode("消息"), encode("息")));
         assert_eq!(tsquery(&terms), format!("('hello') & ('{}') & '{}':*", encode("消息"), encode("息")));
         assert!(query_terms(" ,.!").is_empty());
+    }
+
+    #[test]
+    fn searches_are_confined_to_the_owners_key() {
+        let terms = query_terms("hello");
+        assert_eq!(fts5_owner_query("a@b", &terms), "owner_key : \"614062\" AND search_text : (\"hello\")");
     }
 }

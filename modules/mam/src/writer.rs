@@ -6,6 +6,7 @@
 //! query is then stored, so a client sees the message it has just sent.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use starling_api::jid::BareJid;
 use starling_api::minidom::Element;
@@ -55,6 +56,33 @@ async fn in_roster(ctx: &Context, roster: Option<&Arc<dyn RosterService>>, row: 
     }
 }
 
+/// How often a batch is tried before it is given up (about 40 s of retrying in all).
+const STORE_ATTEMPTS: u32 = 12;
+
+/// Stores one batch. A failing database (busy, restarting, briefly unreachable) is
+/// retried with a growing pause rather than dropping the batch: its messages were
+/// already delivered carrying their stanza ids, and clients page by those ids.
+async fn store_batch(ctx: &Context, rows: Vec<NewMessage>) {
+    let rows = Arc::new(rows);
+    let count = rows.len();
+    let mut pause = Duration::from_millis(50);
+    for attempt in 1..=STORE_ATTEMPTS {
+        let batch = rows.clone();
+        match ctx.db().run(move |c| store::insert(c, &batch)).await {
+            Ok(_) => {
+                tracing::trace!(count, "archived");
+                return;
+            }
+            Err(err) if attempt < STORE_ATTEMPTS => {
+                tracing::warn!(error = %err, count, attempt, "archiving a batch of messages failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => tracing::error!(error = %err, count, "archiving a batch of messages failed; giving up"),
+        }
+    }
+}
+
 /// Runs until every sender is gone.
 pub async fn run(ctx: Context, mut jobs: mpsc::Receiver<Job>, batch: usize) {
     let roster = ctx.service::<dyn RosterService>();
@@ -80,12 +108,7 @@ pub async fn run(ctx: Context, mut jobs: mpsc::Receiver<Job>, batch: usize) {
             next = jobs.try_recv().ok();
         }
         if !rows.is_empty() {
-            let batch_rows = std::mem::take(&mut rows);
-            let count = batch_rows.len();
-            match ctx.db().run(move |c| store::insert(c, &batch_rows)).await {
-                Ok(_) => tracing::trace!(count, "archived"),
-                Err(err) => tracing::error!(error = %err, count, "archiving a batch of messages failed"),
-            }
+            store_batch(&ctx, std::mem::take(&mut rows)).await;
         }
         for done in flushes.drain(..) {
             let _ = done.send(());

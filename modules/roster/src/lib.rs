@@ -90,4 +90,25 @@ impl RosterService for Rosters {
                 .map(|item| RosterContact { subscription: item.state.subscription.into(), groups: item.groups }))
         })
     }
+
+    fn contacts(
+        &self,
+        ctx: &Context,
+        account: &BareJid,
+    ) -> BoxFuture<'static, Result<Vec<(BareJid, RosterContact)>, StorageError>> {
+        let host = account.domain().to_string();
+        let user = account.node().map(|n| n.to_string()).unwrap_or_default();
+        let db = ctx.db().clone();
+        Box::pin(async move {
+            let (items, _version) = db.run(move |c| store::roster(c, &host, &user)).await?;
+            Ok(items
+                .into_iter()
+                .filter(|item| item.state.in_roster)
+                .filter_map(|item| {
+                    let jid = starling_api::parse_bare_jid(&item.contact).ok()?;
+                    Some((jid, RosterContact { subscription: item.state.subscription.into(), groups: item.groups }))
+                })
+                .collect())
+        })
+    }
 }

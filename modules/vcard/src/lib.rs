@@ -1,19 +1,23 @@
 //! XEP-0054: vcard-temp — each account stores one vCard, which its owner sets and
 //! anyone may read (it is public profile data). Avatars of XEP-0153 travel inside it
-//! (`PHOTO`); clients announce the hash in presence themselves.
+//! (`PHOTO`); the avatar module keeps them in step with XEP-0084 PEP avatars (XEP-0398).
+//! Other modules read and write vCards through [`VCardService`].
 //!
 //! A vCard is kept as the XML the owner sent, up to `max_bytes` (default 512 KiB, room
 //! for a photo); an account without one answers an empty `<vCard/>` (XEP-0054 §3.1).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use diesel::prelude::*;
 use serde::Deserialize;
+use starling_api::jid::BareJid;
 use starling_api::minidom::Element;
-use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+use starling_api::vcard::{VCardService, VCardStored};
+use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use starling_api::{
-    Context, DbConn, IqPayload, IqRequest, IqResult, Migrations, ModuleSpec, Registrar, Scope, Spec, SpecSupport,
-    Stanza, Support, stanza_error,
+    BoxFuture, Context, DbConn, IqPayload, Migrations, ModuleSpec, Registrar, Scope, Spec, SpecSupport, Stanza,
+    Support, stanza_error,
 };
 
 /// The module.
@@ -77,20 +81,29 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     let config: VCardConfig = reg.config()?;
     reg.disco_feature(Scope::Server, NS_VCARD);
     for scope in [Scope::OwnAccount, Scope::Account] {
-        reg.iq_get::<VCard, _, _>(scope, get);
+        reg.iq_get::<VCard, _, _>(scope, |ctx, req| async move {
+            let vcard = load(&ctx, req.to.to_bare()).await?;
+            Ok(Some(vcard.unwrap_or_else(|| Element::builder("vCard", NS_VCARD).build())))
+        });
     }
     let max = config.max_bytes;
-    reg.iq_set::<VCard, _, _>(Scope::OwnAccount, move |ctx, req| set(ctx, req, max));
+    reg.iq_set::<VCard, _, _>(Scope::OwnAccount, move |ctx, req| async move {
+        store(&ctx, req.to.to_bare(), req.payload.0, max).await?;
+        Ok(None)
+    });
+    reg.provide::<dyn VCardService>(Arc::new(Service { max_bytes: max }));
     Ok(())
 }
 
-/// (host, user) of the addressed account.
-fn account(req: &IqRequest<VCard>) -> Option<(String, String)> {
-    Some((req.to.domain().to_string(), req.to.node()?.to_string()))
+/// (host, user) of an account.
+fn account(owner: &BareJid) -> Result<(String, String), StanzaError> {
+    let user = owner.node().ok_or_else(|| stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound))?;
+    Ok((owner.domain().to_string(), user.to_string()))
 }
 
-async fn get(ctx: Context, req: IqRequest<VCard>) -> IqResult {
-    let (host, user) = account(&req).ok_or_else(|| stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound))?;
+/// `owner`'s stored vCard; a row that no longer parses counts as none.
+async fn load(ctx: &Context, owner: BareJid) -> Result<Option<Element>, StanzaError> {
+    let (host, user) = account(&owner)?;
     let stored: Option<String> = ctx
         .db()
         .run(move |c| {
@@ -102,16 +115,13 @@ async fn get(ctx: Context, req: IqRequest<VCard>) -> IqResult {
                 .optional()
         })
         .await?;
-    let vcard = match stored.and_then(|xml| xml.parse::<Element>().ok()) {
-        Some(vcard) => vcard,
-        None => Element::builder("vCard", NS_VCARD).build(),
-    };
-    Ok(Some(vcard))
+    Ok(stored.and_then(|xml| xml.parse::<Element>().ok()))
 }
 
-async fn set(ctx: Context, req: IqRequest<VCard>, max_bytes: usize) -> IqResult {
-    let (host, user) = account(&req).ok_or_else(|| stanza_error(ErrorType::Cancel, DefinedCondition::NotAllowed))?;
-    let xml = String::from_utf8_lossy(&Stanza::from_element(&req.payload.0).to_bytes()).into_owned();
+/// Replaces `owner`'s vCard, then tells the modules that follow vCards ([`VCardStored`]).
+async fn store(ctx: &Context, owner: BareJid, vcard: Element, max_bytes: usize) -> Result<(), StanzaError> {
+    let (host, user) = account(&owner)?;
+    let xml = String::from_utf8_lossy(&Stanza::from_element(&vcard).to_bytes()).into_owned();
     if xml.len() > max_bytes {
         return Err(stanza_error(ErrorType::Modify, DefinedCondition::NotAcceptable));
     }
@@ -134,7 +144,25 @@ async fn set(ctx: Context, req: IqRequest<VCard>, max_bytes: usize) -> IqResult 
             })
         })
         .await?;
-    Ok(None)
+    ctx.run_hook(&mut VCardStored { owner, vcard });
+    Ok(())
+}
+
+/// [`VCardService`] for other modules.
+struct Service {
+    max_bytes: usize,
+}
+
+impl VCardService for Service {
+    fn get(&self, ctx: &Context, owner: &BareJid) -> BoxFuture<'static, Result<Option<Element>, StanzaError>> {
+        let (ctx, owner) = (ctx.clone(), owner.clone());
+        Box::pin(async move { load(&ctx, owner).await })
+    }
+
+    fn set(&self, ctx: &Context, owner: &BareJid, vcard: Element) -> BoxFuture<'static, Result<(), StanzaError>> {
+        let (ctx, owner, max) = (ctx.clone(), owner.clone(), self.max_bytes);
+        Box::pin(async move { store(&ctx, owner, vcard, max).await })
+    }
 }
 
 fn forget_user(conn: &mut DbConn, host: &str, user: &str) -> QueryResult<()> {
