@@ -65,6 +65,9 @@ pub struct Config {
     /// `[s2s]`: federation with other servers.
     #[serde(default)]
     pub s2s: S2sConfig,
+    /// `[http]`: the HTTP listener (host-meta, metrics, WebSocket, modules' routes).
+    #[serde(default)]
+    pub http: HttpConfig,
     /// `[log]`
     #[serde(default)]
     pub log: LogConfig,
@@ -353,6 +356,32 @@ impl StaticRoute {
     }
 }
 
+/// `[http]`: one HTTP listener for every HTTP service (XEP-0156 host-meta, `/metrics`,
+/// RFC 7395 WebSocket, and the routes modules add, such as file upload). Off unless a
+/// listen address is given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Plain HTTP, for running behind a reverse proxy that terminates TLS, e.g.
+    /// `["127.0.0.1:5280"]`. Default none.
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS with the hosts' certificates (the same as for client streams), e.g.
+    /// `["[::]:5443"]`. Default none.
+    pub listen_tls: Vec<SocketAddr>,
+    /// The base URL clients reach the listener at (`https://xmpp.example.org`), used in
+    /// host-meta and upload slots. Default: derived from the first listener,
+    /// `https://<first host>:<port>` (`http://` for a plain listener). Set it behind a
+    /// reverse proxy.
+    pub public_url: String,
+    /// Connections on the plain listener count as encrypted (the reverse proxy in front
+    /// terminates TLS), so clients may authenticate over its WebSocket. Default `false`.
+    pub plain_is_behind_tls_proxy: bool,
+    /// When set, `/metrics` answers any client presenting `Authorization: Bearer
+    /// <token>`; when empty (the default), only loopback clients. Behind a reverse proxy
+    /// every client looks like loopback: set a token or do not proxy `/metrics`.
+    pub metrics_token: String,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -460,6 +489,13 @@ impl Config {
             return Err(self.invalid("c2s", "sm_max_unacked and sm_request_ack_every must be positive"));
         }
         self.validate_s2s()?;
+        if !self.http.public_url.is_empty() {
+            let url = self.http.public_url.trim_end_matches('/');
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('?') {
+                return Err(self.invalid("http.public_url", "must be an http:// or https:// URL"));
+            }
+            self.http.public_url = url.to_owned();
+        }
         for (name, value) in &self.modules.settings {
             if !value.is_table() {
                 return Err(self

@@ -10,7 +10,16 @@ use starling_api::{ModuleSpec, Spec};
 const CORE_SPECS: &[(Spec, &str, &str, &str)] = &[
     (Spec::Rfc(6120), "", "complete", "core"),
     (Spec::Rfc(6125), "", "partial", "core: S2S certificates are checked by DNS-ID, not XmppAddr or SRV-ID"),
+    (Spec::Rfc(7395), "", "complete", "core: WebSocket on the HTTP listener"),
     (Spec::Rfc(7622), "", "complete", "core"),
+    (
+        Spec::Xep(124),
+        "1.11",
+        "partial",
+        "core: BOSH for XMPP (XEP-0206) only, hold=1, no polling sessions or key sequence",
+    ),
+    (Spec::Xep(156), "1.4.0", "partial", "core: host-meta and host-meta.json over HTTP, no DNS TXT records"),
+    (Spec::Xep(206), "1.4", "complete", "core: on the HTTP listener"),
     (Spec::Xep(178), "1.2", "complete", "core: S2S in both directions"),
     (Spec::Xep(185), "1.0", "complete", "core"),
     (Spec::Xep(198), "1.6.3", "partial", "core: c2s acks and resumption; no S2S stream management"),

@@ -23,6 +23,7 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_ping::MODULE,
     &starling_mod_version::MODULE,
     &starling_mod_time::MODULE,
+    &starling_mod_upload::MODULE,
     // XEP-0114 lives in the core: it needs the core's XML stream reader.
     &crate::component::MODULE,
 ];

@@ -118,6 +118,7 @@ impl StanzaRouter {
                 return;
             }
         };
+        crate::metrics::stanza_routed(stanza.name());
         let from = stanza.from().and_then(|f| parse_jid(f).ok());
         let to = match stanza.to() {
             Some(to) => match parse_jid(to) {
@@ -566,6 +567,7 @@ mod tests {
                 hosts: config.server.hosts.clone(),
                 admins: Vec::new(),
                 started_at: SystemTime::now(),
+                http_url: None,
             },
             registry,
             module_enabled: {

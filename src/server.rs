@@ -13,7 +13,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthThrottle, CoreAccounts};
 use crate::c2s::{self, C2sShared, ListenerKind};
+use crate::c2s::{bosh, websocket};
 use crate::config::Config;
+use crate::http::{Endpoint, HttpListeners, HttpShared, REL_BOSH, REL_WEBSOCKET, websocket_url};
 use crate::router::StanzaRouter;
 use crate::s2s::{ListenerKind as S2sListener, S2s};
 use crate::session::SessionTable;
@@ -33,6 +35,10 @@ pub struct Server {
     pub s2s_addrs: Vec<SocketAddr>,
     /// Addresses the direct-TLS server-to-server listeners are bound to (XEP-0368).
     pub s2s_direct_tls_addrs: Vec<SocketAddr>,
+    /// Addresses the plain HTTP listeners are bound to.
+    pub http_addrs: Vec<SocketAddr>,
+    /// Addresses the HTTPS listeners are bound to.
+    pub http_tls_addrs: Vec<SocketAddr>,
     /// The module context (routing, sessions, storage).
     pub context: Context,
     /// The session table.
@@ -101,6 +107,8 @@ impl Server {
             tokio::task::spawn_blocking(move || open_database(&config)).await??
         };
         let registry = Arc::new(start_modules(&config)?);
+        let http = HttpListeners::bind(&config).await?;
+        let http_url = http.public_url(&config);
         let sessions = Arc::new(SessionTable::default());
         let router = Arc::new(StanzaRouter::new(sessions.clone(), registry.clone(), config.clone()));
         let enabled = config.modules.enabled.iter().filter_map(|name| crate::modules::find(name)).collect();
@@ -116,6 +124,7 @@ impl Server {
                 hosts: config.server.hosts.clone(),
                 admins: config.server.admins.iter().filter_map(|a| starling_api::parse_bare_jid(a).ok()).collect(),
                 started_at: SystemTime::now(),
+                http_url: http_url.clone(),
             },
             registry,
             module_enabled: {
@@ -197,12 +206,35 @@ impl Server {
                 tasks.spawn(s2s.clone().serve(listener, kind));
             }
         }
+        let (http_addrs, http_tls_addrs) = (http.addrs.clone(), http.tls_addrs.clone());
+        if !http.is_empty() {
+            // Installs the process-wide recorder before the first request.
+            crate::metrics::handle();
+            let url = http_url.unwrap_or_default();
+            let endpoints = vec![
+                Endpoint { rel: REL_WEBSOCKET, href: websocket_url(&url, websocket::PATH) },
+                Endpoint { rel: REL_BOSH, href: format!("{url}{}", bosh::PATH) },
+            ];
+            let app = crate::http::router(&context, &config, endpoints)?
+                .merge(websocket::routes(shared.clone()))
+                .merge(bosh::routes(shared.clone()));
+            let http_shared = HttpShared {
+                config: config.clone(),
+                tls: certs.server_config(&[b"h2", b"http/1.1"]),
+                shutdown: shutdown.clone(),
+                tasks: tasks.clone(),
+                connections: shared.connections.clone(),
+            };
+            http.serve(app, &http_shared);
+        }
         tracing::info!(hosts = ?config.server.hosts, "Starling {} started", env!("CARGO_PKG_VERSION"));
         Ok(Server {
             c2s_addrs,
             c2s_direct_tls_addrs,
             s2s_addrs,
             s2s_direct_tls_addrs,
+            http_addrs,
+            http_tls_addrs,
             context,
             sessions,
             shutdown,

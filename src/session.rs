@@ -81,6 +81,7 @@ impl SessionHandle {
     /// the stanza comes back when it could not be queued, so the router can treat it
     /// as undelivered (offline storage) instead of losing it.
     pub fn deliver(&self, stanza: Stanza) -> Result<(), Stanza> {
+        crate::metrics::stanza_delivered(stanza.name());
         match self.queue.try_send(stanza) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(stanza)) => {

@@ -16,9 +16,12 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream as ClientTlsStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::c2s::bosh::BoshTransport;
+use crate::c2s::websocket::WebSocketTransport;
 use crate::xml::{Limits, StreamEvent, StreamReader, XmlError};
 
-/// The socket under a stream: plain TCP until STARTTLS, then TLS.
+/// The socket under a stream: plain TCP until STARTTLS, then TLS; or a web client's
+/// WebSocket or BOSH session.
 pub enum Transport {
     /// Not (yet) encrypted.
     Plain(TcpStream),
@@ -26,6 +29,10 @@ pub enum Transport {
     Tls(Box<TlsStream<TcpStream>>),
     /// Encrypted, this side the TLS client (outgoing S2S).
     TlsClient(Box<ClientTlsStream<TcpStream>>),
+    /// A client's WebSocket (RFC 7395), framing translated to and from stream bytes.
+    WebSocket(Box<WebSocketTransport>),
+    /// A client's BOSH session (XEP-0206), likewise.
+    Bosh(Box<BoshTransport>),
 }
 
 impl Transport {
@@ -33,19 +40,29 @@ impl Transport {
     pub fn tls(&self) -> Option<&rustls::ServerConnection> {
         match self {
             Transport::Tls(tls) => Some(tls.get_ref().1),
-            Transport::Plain(_) | Transport::TlsClient(_) => None,
+            Transport::Plain(_) | Transport::TlsClient(_) | Transport::WebSocket(_) | Transport::Bosh(_) => None,
         }
     }
 
     /// Whether the connection is encrypted, whichever side started TLS.
     pub fn is_encrypted(&self) -> bool {
-        !matches!(self, Transport::Plain(_))
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(_) | Transport::TlsClient(_) => true,
+            Transport::WebSocket(socket) => socket.is_encrypted(),
+            Transport::Bosh(session) => session.is_encrypted(),
+        }
+    }
+
+    /// Whether STARTTLS can upgrade the connection (plain TCP only).
+    pub fn can_starttls(&self) -> bool {
+        matches!(self, Transport::Plain(_))
     }
 
     /// The certificate chain the peer presented during the TLS handshake, if any.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::WebSocket(_) | Transport::Bosh(_) => None,
             Transport::Tls(tls) => tls.get_ref().1.peer_certificates(),
             Transport::TlsClient(tls) => tls.get_ref().1.peer_certificates(),
         }
@@ -58,6 +75,8 @@ impl AsyncRead for Transport {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Bosh(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -68,6 +87,8 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Bosh(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -76,6 +97,8 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Bosh(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -84,6 +107,8 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Bosh(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -161,6 +186,11 @@ impl XmppStream {
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         self.transport.is_encrypted()
+    }
+
+    /// Whether STARTTLS can be offered (plain TCP only).
+    pub fn can_starttls(&self) -> bool {
+        self.transport.can_starttls()
     }
 
     /// The certificate chain the peer presented, if any.

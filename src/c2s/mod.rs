@@ -4,12 +4,17 @@
 //! One tokio task owns each connection. It reads and parses the client's XML, hands
 //! stanzas to the router, and writes what the router queued for it; a connection
 //! limit (a semaphore) bounds how many exist at once.
+//!
+//! WebSocket clients (RFC 7395, [`websocket`]) run the same negotiation and session
+//! code: the WebSocket framing is one more [`stream::Transport`].
 
 mod bind;
+pub mod bosh;
 mod negotiate;
 mod session;
 mod sm;
 pub mod stream;
+pub mod websocket;
 
 pub use sm::ResumeTable;
 
@@ -25,6 +30,7 @@ use tracing::Instrument;
 
 use crate::auth::AuthThrottle;
 use crate::config::Config;
+use crate::metrics::{ConnectionGauge, ConnectionKind};
 use crate::router::StanzaRouter;
 use crate::session::SessionTable;
 use crate::tls::CertStore;
@@ -118,8 +124,24 @@ pub async fn serve(listener: TcpListener, kind: ListenerKind, shared: Arc<C2sSha
 }
 
 async fn handle_connection(tcp: TcpStream, peer: SocketAddr, kind: ListenerKind, shared: &C2sShared) {
+    let _gauge = ConnectionGauge::open(ConnectionKind::C2s);
+    handle(Accepted::Tcp(tcp, kind), peer, shared).await;
+}
+
+/// How a client connected.
+pub(crate) enum Accepted {
+    /// TCP, on a listener of this kind.
+    Tcp(TcpStream, ListenerKind),
+    /// An upgraded WebSocket (RFC 7395).
+    WebSocket(Box<websocket::WebSocketTransport>),
+    /// A BOSH session (XEP-0206).
+    Bosh(Box<bosh::BoshTransport>),
+}
+
+/// Negotiates and runs one client stream, whatever carries it.
+async fn handle(accepted: Accepted, peer: SocketAddr, shared: &C2sShared) {
     tracing::debug!("connected");
-    let negotiated = negotiate::negotiate(tcp, peer, kind, shared).await;
+    let negotiated = negotiate::negotiate(accepted, peer, shared).await;
     match negotiated {
         Some(negotiate::Negotiated::Bound(bound)) => session::run(*bound, shared).await,
         Some(negotiate::Negotiated::Resumed) => tracing::debug!("stream handed to the session it resumes"),

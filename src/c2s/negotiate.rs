@@ -17,12 +17,11 @@ use jid::{BareJid, FullJid};
 use starling_api::preauth::PreAuthIq;
 use starling_api::reply::{error_reply, iq_result};
 use starling_api::{Scope, Stanza, caps};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::sm::{self, NS_SM, Resumption};
 use super::stream::{ReadFailure, Transport, XmppStream};
-use super::{C2sShared, ListenerKind, bind};
+use super::{Accepted, C2sShared, ListenerKind, bind};
 use crate::auth::{self, LoginCredentials};
 use crate::sasl::{self, ChannelBinding, Mechanism, SaslFailure, SaslServer, Step};
 use crate::session::{SessionHandle, SessionReceiver};
@@ -77,28 +76,27 @@ impl Abort {
 
 /// Runs negotiation within the configured deadline; `None` when the client went away
 /// or was refused (the stream error has been sent).
-pub(super) async fn negotiate(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    kind: ListenerKind,
-    shared: &C2sShared,
-) -> Option<Negotiated> {
+pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2sShared) -> Option<Negotiated> {
     let deadline = Duration::from_secs(shared.config.c2s.negotiation_timeout);
     let mut negotiation =
         Negotiation { shared, host: None, header_sent: false, user: None, cb: ChannelBinding::default() };
     let result = tokio::time::timeout(deadline, async {
-        let transport = match kind {
-            ListenerKind::StartTls => Transport::Plain(tcp),
-            ListenerKind::DirectTls => match TlsAcceptor::from(shared.tls_direct.clone()).accept(tcp).await {
-                Ok(tls) => {
-                    negotiation.cb = binding_of(tls.get_ref().1, shared);
-                    Transport::Tls(Box::new(tls))
+        let transport = match accepted {
+            Accepted::WebSocket(socket) => Transport::WebSocket(socket),
+            Accepted::Bosh(session) => Transport::Bosh(session),
+            Accepted::Tcp(tcp, ListenerKind::StartTls) => Transport::Plain(tcp),
+            Accepted::Tcp(tcp, ListenerKind::DirectTls) => {
+                match TlsAcceptor::from(shared.tls_direct.clone()).accept(tcp).await {
+                    Ok(tls) => {
+                        negotiation.cb = binding_of(tls.get_ref().1, shared);
+                        Transport::Tls(Box::new(tls))
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "TLS handshake failed");
+                        return Err(Abort::silent(None));
+                    }
                 }
-                Err(err) => {
-                    tracing::debug!(error = %err, "TLS handshake failed");
-                    return Err(Abort::silent(None));
-                }
-            },
+            }
         };
         let stream = XmppStream::new(transport, peer, shared.limits());
         negotiation.run(stream).await
@@ -202,7 +200,7 @@ impl Negotiation<'_> {
                 !tls && self.shared.config.c2s.allow_plaintext_auth_on_loopback && stream.peer.ip().is_loopback();
             let mechanisms = if tls || plaintext_ok { sasl::offered_mechanisms(&self.cb, true) } else { Vec::new() };
             out.extend_from_slice(b"<stream:features>");
-            if !tls {
+            if !tls && stream.can_starttls() {
                 out.extend_from_slice(format!("<starttls xmlns='{NS_TLS}'>").as_bytes());
                 if !plaintext_ok {
                     out.extend_from_slice(b"<required/>");
@@ -283,7 +281,7 @@ impl Negotiation<'_> {
                 Err(failure) => return Err(Abort::from_read(stream, failure)),
             };
             match (element.ns(), element.name()) {
-                (NS_TLS, "starttls") if !stream.is_tls() => {
+                (NS_TLS, "starttls") if stream.can_starttls() => {
                     if stream.send(format!("<proceed xmlns='{NS_TLS}'/>").as_bytes()).await.is_err() {
                         return Err(Abort::silent(None));
                     }
@@ -453,12 +451,14 @@ impl Negotiation<'_> {
                     };
                     send_or_abort(stream, success.as_bytes()).await?;
                     tracing::info!(%jid, mechanism = mechanism.name(), "authenticated");
+                    crate::metrics::authentication(true);
                     self.user = Some(jid);
                     return Ok(true);
                 }
                 Step::Failure(failure) => {
                     if matches!(failure, SaslFailure::NotAuthorized | SaslFailure::AccountDisabled) {
                         self.shared.throttle.record_failure(ip, account.as_deref());
+                        crate::metrics::authentication(false);
                         tracing::info!(account = account.as_deref().unwrap_or("?"), "authentication failed");
                     }
                     send_or_abort(stream, &sasl_failure(failure)).await?;

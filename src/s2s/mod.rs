@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{Config, DomainPolicy};
+use crate::metrics::{ConnectionGauge, ConnectionKind};
 use crate::tls::CertStore;
 use crate::xml::Limits;
 
@@ -195,6 +196,7 @@ impl S2s {
             let s2s = self.clone();
             self.tasks.spawn(
                 async move {
+                    let _gauge = ConnectionGauge::open(ConnectionKind::S2sIn);
                     incoming::handle(s2s, tcp, peer, kind).await;
                     drop(permit);
                 }

@@ -29,6 +29,7 @@ use tokio_rustls::TlsConnector;
 use super::dialback::{self, Dialback, Kind, NS_DIALBACK, NS_DIALBACK_FEATURE};
 use super::pool::LinkHandle;
 use super::{ALPN_XMPP_SERVER, NS_SASL, NS_SERVER, NS_TLS, S2s, domain_of};
+use crate::metrics::{ConnectionGauge, ConnectionKind};
 use crate::stream::{ReadFailure, Transport, XmppStream};
 use crate::xml::{HeaderOut, NS_STREAMS, StreamEvent, write_stream_header};
 
@@ -347,6 +348,7 @@ enum End {
 /// Writes queued stanzas until the stream ends; adds local domains by dialback.
 async fn serve(s2s: &Arc<S2s>, handle: &Arc<LinkHandle>, mut rx: mpsc::Receiver<Stanza>, link: Link, local: String) {
     let Link { mut stream, stream_id, multiplex } = link;
+    let _gauge = ConnectionGauge::open(ConnectionKind::S2sOut);
     handle.multiplex.store(multiplex, Ordering::Relaxed);
     let remote = handle.remote.clone();
     let mut state = Domains { authorised: HashSet::from([local]), pending: HashMap::new(), retry: Vec::new() };

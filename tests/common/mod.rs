@@ -5,8 +5,10 @@
 pub mod client;
 pub mod dns;
 pub mod federation;
+pub mod http;
 pub mod peers;
 pub mod scram;
+pub mod websocket;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -64,6 +66,16 @@ impl TestServer {
     /// The direct TLS listener.
     pub fn tls_addr(&self) -> std::net::SocketAddr {
         self.server().c2s_direct_tls_addrs[0]
+    }
+
+    /// The first plain HTTP listener (`[http] listen`).
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.server().http_addrs[0]
+    }
+
+    /// The first HTTPS listener (`[http] listen_tls`).
+    pub fn https_addr(&self) -> std::net::SocketAddr {
+        self.server().http_tls_addrs[0]
     }
 
     /// Creates `user@localhost` with `password`.
@@ -133,9 +145,12 @@ enabled = false
 level = "warn"
 [modules]
 enabled = [{enabled}]
+[modules.upload]
+storage_dir = "{uploads}"
 "#,
         certs = dir.join("certs").display(),
         db = dir.join("test.sqlite").display(),
+        uploads = dir.join("upload").display(),
         enabled = enabled.join(", "),
     );
     Config::parse(&text, std::path::Path::new("test.toml")).expect("test config parses")

@@ -60,6 +60,9 @@ pub struct ServerInfo {
     pub admins: Vec<BareJid>,
     /// When the server started.
     pub started_at: SystemTime,
+    /// The public base URL of the HTTP listener (`https://host:port`, no trailing
+    /// slash), when one runs: where modules point clients (upload slots, web chat).
+    pub http_url: Option<String>,
 }
 
 /// Answers whether a module (by name) runs for a host.

@@ -19,6 +19,7 @@ pub mod context;
 pub mod disco;
 pub mod error;
 pub mod hooks;
+pub mod http;
 pub mod iq;
 pub mod module;
 pub mod pep;

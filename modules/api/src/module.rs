@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adhoc::{Access, AdhocCommand, CommandRequest, CommandStep};
 use crate::disco::{DiscoItemsFn, DiscoNodeInfoFn, DiscoQuery};
 use crate::hooks::{Event, Flow, Hooks};
+use crate::http::HttpRoutesFn;
 use crate::iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult, erase};
 use crate::preauth::{PreAuthFeatureFn, PreAuthIq, PreAuthIqFn};
 use crate::{Context, Migrations, ModuleError, Stanza};
@@ -158,6 +159,7 @@ pub struct Registry {
     disco_items: Vec<(Scope, DiscoItemsFn, usize)>,
     disco_node_info: Vec<(Scope, DiscoNodeInfoFn, usize)>,
     commands: Vec<(AdhocCommand, usize)>,
+    http_routes: Vec<(HttpRoutesFn, usize)>,
     pre_auth_iq: HashMap<(IqKind, &'static str, &'static str), (PreAuthIqFn, usize)>,
     pre_auth_features: Vec<(PreAuthFeatureFn, usize)>,
     hosts: Vec<String>,
@@ -294,6 +296,11 @@ impl Registry {
     /// Start-up work, with the owning module.
     pub fn on_start(&self) -> impl Iterator<Item = (&OnStart, &'static ModuleSpec)> + '_ {
         self.on_start.iter().map(|(f, m)| (f, self.modules[*m]))
+    }
+
+    /// HTTP route builders (see [`crate::http`]), with the owning module.
+    pub fn http_routes(&self) -> impl Iterator<Item = (&HttpRoutesFn, &'static ModuleSpec)> + '_ {
+        self.http_routes.iter().map(|(f, m)| (f, self.modules[*m]))
     }
 
     /// The hook chains.
@@ -507,6 +514,15 @@ impl Registrar<'_> {
         Fut: Future<Output = Result<(), ModuleError>> + Send + 'static,
     {
         self.registry.on_start.push((Arc::new(move |ctx| Box::pin(task(ctx))), self.module));
+    }
+
+    /// Serves HTTP routes on the server's HTTP listener (see [`crate::http`]): `routes`
+    /// builds them once the server runs, from the module's [`Context`].
+    pub fn http_routes<F>(&mut self, routes: F)
+    where
+        F: Fn(Context) -> Result<axum::Router, ModuleError> + Send + Sync + 'static,
+    {
+        self.registry.http_routes.push((Arc::new(routes), self.module));
     }
 
     /// Joins the chain of hook `E` (see [`crate::hooks`]); higher `priority` runs first.
