@@ -558,7 +558,12 @@ impl Registrar<'_> {
         let module_name = self.name();
         let entries = self.registry.iq.entry((kind, scope)).or_default().entry(ns).or_default();
         let route = IqRoute { module: self.module, handler };
-        match entries.iter_mut().find(|(n, _)| *n == name) {
+        // Component handlers of different modules coexist: each answers for its own
+        // components (the disco module's serves those whose module has none).
+        let module = self.module;
+        let same =
+            |(n, r): &&mut (&'static str, IqRoute)| *n == name && (scope != Scope::Component || r.module == module);
+        match entries.iter_mut().find(same) {
             Some(existing) => {
                 tracing::warn!(module = module_name, ns, name, "IQ handler registered twice; the later one wins");
                 existing.1 = route;
@@ -596,6 +601,10 @@ mod tests {
         Ok(())
     }
 
+    fn start_plain_owner(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
+        reg.component("plain.example.org", "example.org", |_, _| {})
+    }
+
     fn start_squatter(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         reg.component("SVC.example.org", "example.org", |_, _| {})
     }
@@ -630,6 +639,17 @@ mod tests {
         assert!(
             registry.component_iq_handler(IqKind::Get, "other.example.org", xmpp_parsers::ns::PING, "ping").is_none()
         );
+    }
+
+    #[test]
+    fn an_owners_own_handler_does_not_displace_the_generic_one_for_other_components() {
+        let mut registry = Registry::new(vec!["example.org".into()]);
+        registry.start_module(spec("generic", start_generic), None).expect("generic");
+        registry.start_module(spec("owner", start_owner), None).expect("owner");
+        registry.start_module(spec("plain", start_plain_owner), None).expect("plain");
+        let ping = |domain| registry.component_iq_handler(IqKind::Get, domain, xmpp_parsers::ns::PING, "ping");
+        assert_eq!(ping("svc.example.org").map(|r| r.module), Some(1));
+        assert_eq!(ping("plain.example.org").map(|r| r.module), Some(0));
     }
 
     #[test]
