@@ -30,6 +30,27 @@ fn slixmpp_available() -> bool {
     found
 }
 
+/// Runs `tests/interop/<script>` against `server` (address, port, domain as arguments)
+/// within `seconds`, asserts it succeeded and returns what it printed.
+async fn run_scenario(server: &TestServer, script: &str, seconds: u64) -> String {
+    let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
+    let addr = server.addr();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(seconds),
+        tokio::process::Command::new("python3")
+            .args([path.as_str(), &addr.ip().to_string(), &addr.port().to_string(), HOST])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("slixmpp script finished in time")
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "slixmpp scenario {script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slixmpp_clients_log_in_and_chat() {
     if !slixmpp_available() {
@@ -38,21 +59,7 @@ async fn slixmpp_clients_log_in_and_chat() {
     let server = TestServer::start().await;
     server.add_user("alice", "pw").await;
     server.add_user("bob", "pw").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_chat.py");
-    let addr = server.addr();
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        tokio::process::Command::new("python3")
-            .args([script, &addr.ip().to_string(), &addr.port().to_string(), HOST])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("slixmpp script finished in time")
-    .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let stdout = run_scenario(&server, "slix_chat.py", 90).await;
     assert!(stdout.contains("ok: alice got bob's reply"), "{stdout}");
 }
 
@@ -64,21 +71,7 @@ async fn slixmpp_pages_the_archive_and_publishes_omemo_devices() {
     let server = TestServer::start().await;
     server.add_user("alice", "pw").await;
     server.add_user("bob", "pw").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_mam_pep.py");
-    let addr = server.addr();
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        tokio::process::Command::new("python3")
-            .args([script, &addr.ip().to_string(), &addr.port().to_string(), HOST])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("slixmpp script finished in time")
-    .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let stdout = run_scenario(&server, "slix_mam_pep.py", 120).await;
     assert!(stdout.contains("ok: bob fetched the devicelist"), "{stdout}");
 }
 
@@ -90,21 +83,7 @@ async fn slixmpp_resumes_a_stream_after_its_connection_was_cut() {
     let server = TestServer::start().await;
     server.add_user("alice", "pw").await;
     server.add_user("bob", "pw").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_sm.py");
-    let addr = server.addr();
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        tokio::process::Command::new("python3")
-            .args([script, &addr.ip().to_string(), &addr.port().to_string(), HOST])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("slixmpp script finished in time")
-    .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let stdout = run_scenario(&server, "slix_sm.py", 90).await;
     assert!(stdout.contains("ok: alice got the message sent while she was away, once"), "{stdout}");
 }
 
@@ -119,21 +98,7 @@ async fn slixmpp_registers_in_band_and_administers_accounts() {
     })
     .await;
     server.add_user("admin", "pw").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_admin.py");
-    let addr = server.addr();
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        tokio::process::Command::new("python3")
-            .args([script, &addr.ip().to_string(), &addr.port().to_string(), HOST])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("slixmpp script finished in time")
-    .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let stdout = run_scenario(&server, "slix_admin.py", 120).await;
     assert!(stdout.contains("ok: registered in-band as newbie"), "{stdout}");
     assert!(stdout.contains("ok: carol logged in"), "{stdout}");
 }
@@ -146,20 +111,6 @@ async fn slixmpp_uses_a_room_and_kicks() {
     let server = TestServer::start().await;
     server.add_user("alice", "pw").await;
     server.add_user("bob", "pw").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_muc.py");
-    let addr = server.addr();
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        tokio::process::Command::new("python3")
-            .args([script, &addr.ip().to_string(), &addr.port().to_string(), HOST])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("slixmpp script finished in time")
-    .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "slixmpp scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let stdout = run_scenario(&server, "slix_muc.py", 90).await;
     assert!(stdout.contains("ok: bob was kicked with 307"), "{stdout}");
 }
