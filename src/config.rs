@@ -179,7 +179,8 @@ pub struct C2sConfig {
     /// Clients asking for less get less; 0 turns resumption off. Default 3600.
     pub sm_resume_timeout: u64,
     /// Stanzas sent to a stream-management client and not yet acknowledged before the
-    /// session is closed with `policy-violation` (they go to offline storage). Default 500.
+    /// session is closed with `policy-violation` (they go to offline storage). Above the
+    /// offline store's `max_per_user`, as a login delivers all of it at once. Default 5000.
     pub sm_max_unacked: usize,
     /// The server asks for an acknowledgement (`<r/>`) each time this many stanzas were
     /// sent since it last asked. Default 5.
@@ -194,7 +195,7 @@ impl Default for C2sConfig {
             negotiation_timeout: 60,
             idle_timeout: 300,
             sm_resume_timeout: 3600,
-            sm_max_unacked: 500,
+            sm_max_unacked: 5000,
             sm_request_ack_every: 5,
         }
     }

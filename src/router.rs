@@ -273,8 +273,7 @@ impl StanzaRouter {
         if type_ == "groupchat" {
             return self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
         }
-        let available: Vec<_> =
-            self.sessions.sessions_of(to).into_iter().filter(|s| s.is_available() && s.priority() >= 0).collect();
+        let available: Vec<_> = self.sessions.sessions_of(to).into_iter().filter(|s| s.takes_bare_messages()).collect();
         let headline = type_ == "headline";
         let targets: Vec<_> = if headline {
             available

@@ -113,6 +113,17 @@ impl SessionHandle {
         self.available.load(Ordering::Relaxed)
     }
 
+    /// Whether the session was asked to close or its task has stopped taking stanzas.
+    pub fn is_closing(&self) -> bool {
+        self.queue.is_closed() || self.close.lock().map_or(true, |slot| slot.is_none())
+    }
+
+    /// Whether a message to the bare JID goes to this session (RFC 6121 §8.5.2.1.1):
+    /// available with a non-negative priority, and not closing.
+    pub fn takes_bare_messages(&self) -> bool {
+        self.is_available() && self.priority() >= 0 && !self.is_closing()
+    }
+
     /// The priority of the client's last available presence.
     pub fn priority(&self) -> i8 {
         self.priority.load(Ordering::Relaxed)
@@ -218,6 +229,10 @@ impl SessionTable {
 impl starling_api::Sessions for SessionTable {
     fn available_resources(&self, user: &BareJid) -> Vec<FullJid> {
         self.sessions_of(user).iter().filter(|s| s.is_available()).map(|s| s.jid.clone()).collect()
+    }
+
+    fn takes_bare_messages(&self, user: &BareJid) -> bool {
+        self.sessions_of(user).iter().any(|s| s.takes_bare_messages())
     }
 
     fn resources(&self, user: &BareJid) -> Vec<FullJid> {

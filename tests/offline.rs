@@ -80,3 +80,35 @@ async fn server_advertises_msgoffline() {
     let mut alice = server.login("alice", "a").await;
     assert!(alice.server_features().await.iter().any(|f| f == "msgoffline"));
 }
+
+/// Messages keep their order across the moment the recipient comes online: those
+/// stored before, and those that arrive while the stored ones are being loaded.
+/// (Racy by nature: a broken ordering shows in most runs, not necessarily in all.)
+#[tokio::test]
+async fn messages_arriving_during_login_do_not_overtake_stored_ones() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let mut alice = server.login("alice", "a").await;
+    const STORED: usize = 100;
+    const TOTAL: usize = 400;
+    for i in 0..STORED {
+        alice.send(&format!("<message to='bob@localhost' type='chat'><body>{i}</body></message>")).await;
+    }
+    assert!(alice.sync().await.is_empty(), "stored, not bounced");
+    let mut bob = server.login("bob", "b").await;
+    let sender = tokio::spawn(async move {
+        for i in STORED..TOTAL {
+            alice.send(&format!("<message to='bob@localhost' type='chat'><body>{i}</body></message>")).await;
+        }
+        alice.sync().await
+    });
+    bob.presence(0).await;
+    let mut got = Vec::new();
+    while got.len() < TOTAL {
+        let message = bob.recv_message().await;
+        got.push(body(&message).and_then(|b| b.parse::<usize>().ok()).expect("numbered body"));
+    }
+    assert!(sender.await.expect("sender").is_empty(), "nothing bounced");
+    assert_eq!(got, (0..TOTAL).collect::<Vec<_>>(), "every message once, in the order sent");
+}

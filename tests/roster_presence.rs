@@ -251,3 +251,29 @@ async fn stream_features_advertise_roster_versioning() {
     assert!(features.has_child("ver", "urn:xmpp:features:rosterver"), "{features:?}");
     assert!(features.has_child("sub", "urn:xmpp:features:pre-approval"), "{features:?}");
 }
+
+/// A burst of status changes reaches a subscriber in the order sent, the last one last
+/// (each change needs a roster lookup; racing lookups used to reorder them).
+#[tokio::test]
+async fn presence_updates_arrive_in_the_order_sent() {
+    let server = server_with(&["alice", "bob"]).await;
+    let mut alice = server.login("alice", "a").await;
+    let mut bob = server.login("bob", "b").await;
+    alice.presence(0).await;
+    bob.presence(0).await;
+    alice.send("<presence to='bob@localhost' type='subscribe'/>").await;
+    expect(&mut bob, is_presence(Some("subscribe"), "alice@localhost")).await;
+    bob.send("<presence to='alice@localhost' type='subscribed'/>").await;
+    expect(&mut alice, is_presence(None, "bob@localhost/b")).await;
+    const UPDATES: usize = 100;
+    for i in 0..UPDATES {
+        bob.send(&format!("<presence><status>{i}</status></presence>")).await;
+    }
+    let mut statuses = Vec::new();
+    while statuses.len() < UPDATES {
+        let update = expect(&mut alice, is_presence(None, "bob@localhost/b")).await;
+        let status = update.get_child("status", "jabber:client").map(|s| s.text()).unwrap_or_default();
+        statuses.push(status.parse::<usize>().expect("numbered status"));
+    }
+    assert_eq!(statuses, (0..UPDATES).collect::<Vec<_>>());
+}

@@ -157,6 +157,7 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
         csi: Csi::default(),
         out: Outbox::default(),
         resumptions: None,
+        backlog_due: false,
     };
     shared.context.run_hook(&mut SessionStarted { jid: session.jid.clone() });
 
@@ -204,6 +205,8 @@ struct Session<'a> {
     out: Outbox,
     /// Where resumptions arrive, once the client enabled resumable stream management.
     resumptions: Option<mpsc::Receiver<Resumption>>,
+    /// Initial presence was just sent: the modules' backlogs are owed before the queue.
+    backlog_due: bool,
 }
 
 impl Session<'_> {
@@ -228,6 +231,9 @@ impl Session<'_> {
                         };
                         if let Err(end) = handled {
                             return end;
+                        }
+                        if std::mem::take(&mut self.backlog_due) {
+                            self.take_backlog().await;
                         }
                         if let Err(end) = self.write_out(stream).await {
                             return end;
@@ -584,6 +590,7 @@ impl Session<'_> {
             }
             let initial = !was_available && self.handle.is_available();
             shared.context.run_hook(&mut PresenceBroadcast { from: self.jid.clone(), stanza, initial });
+            self.backlog_due |= initial;
             return;
         };
         match stanza.type_() {
@@ -607,6 +614,23 @@ impl Session<'_> {
             _ => {}
         }
         shared.router.route(stanza);
+    }
+
+    /// Puts what the modules owe a session that just became available (offline
+    /// messages) into the outbox. The session is available already, so anything sent
+    /// to it from now on waits in its queue, which is not read meanwhile: older
+    /// messages go out first.
+    async fn take_backlog(&mut self) {
+        let context = &self.shared.context;
+        let host = self.jid.domain().as_str();
+        for (backlog, module) in context.registry().initial_backlogs() {
+            if !context.module_enabled(module.name, host) {
+                continue;
+            }
+            for stanza in backlog(context.clone(), self.jid.clone()).await {
+                self.csi.write(stanza, &mut self.out);
+            }
+        }
     }
 
     /// Tells whoever needs to know that the session went (it has left the table).

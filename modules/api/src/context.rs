@@ -34,6 +34,10 @@ pub trait Router: Send + Sync {
 pub trait Sessions: Send + Sync {
     /// Full JIDs of `user`'s bound resources that have sent available presence.
     fn available_resources(&self, user: &BareJid) -> Vec<FullJid>;
+    /// Whether a chat message to `user`'s bare JID would reach a session now (an
+    /// available resource with non-negative priority that is not closing), exactly as
+    /// the router decides it (RFC 6121 §8.5.2.1.1).
+    fn takes_bare_messages(&self, user: &BareJid) -> bool;
     /// Full JIDs of all of `user`'s bound resources.
     fn resources(&self, user: &BareJid) -> Vec<FullJid>;
     /// Number of bound client sessions on this server.

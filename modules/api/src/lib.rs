@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod http;
 pub mod iq;
 pub mod module;
+pub mod ordered;
 pub mod pep;
 pub mod preauth;
 pub mod reply;
@@ -37,6 +38,7 @@ pub use error::{ModuleError, stanza_error};
 pub use hooks::{Event, Flow};
 pub use iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult};
 pub use module::{ComponentFn, ModuleSpec, Registrar, Registry, Scope, Spec, SpecSupport, Support};
+pub use ordered::OrderedSpawner;
 pub use stanza::Stanza;
 pub use storage::{Backend, Db, DbConn, Migrations, StorageError};
 

@@ -160,6 +160,7 @@ pub struct Registry {
     disco_node_info: Vec<(Scope, DiscoNodeInfoFn, usize)>,
     commands: Vec<(AdhocCommand, usize)>,
     http_routes: Vec<(HttpRoutesFn, usize)>,
+    initial_backlogs: Vec<(InitialBacklogFn, usize)>,
     pre_auth_iq: HashMap<(IqKind, &'static str, &'static str), (PreAuthIqFn, usize)>,
     pre_auth_features: Vec<(PreAuthFeatureFn, usize)>,
     hosts: Vec<String>,
@@ -172,6 +173,10 @@ pub type OnStart = Arc<dyn Fn(Context) -> crate::BoxFuture<'static, Result<(), M
 /// A background task of a module: runs from start-up until the token is cancelled at
 /// shutdown (the core waits for it to return).
 pub type Task = Arc<dyn Fn(Context, CancellationToken) -> crate::BoxFuture<'static, ()> + Send + Sync>;
+
+/// Stanzas a session is owed once it sends initial presence (see
+/// [`Registrar::initial_backlog`]).
+pub type InitialBacklogFn = Arc<dyn Fn(Context, jid::FullJid) -> crate::BoxFuture<'static, Vec<Stanza>> + Send + Sync>;
 
 impl Registry {
     /// An empty registry for a server hosting `hosts` (the XMPP domains of its accounts).
@@ -301,6 +306,11 @@ impl Registry {
     /// HTTP route builders (see [`crate::http`]), with the owning module.
     pub fn http_routes(&self) -> impl Iterator<Item = (&HttpRoutesFn, &'static ModuleSpec)> + '_ {
         self.http_routes.iter().map(|(f, m)| (f, self.modules[*m]))
+    }
+
+    /// Every initial-backlog provider with its module, in registration order.
+    pub fn initial_backlogs(&self) -> impl Iterator<Item = (&InitialBacklogFn, &'static ModuleSpec)> + '_ {
+        self.initial_backlogs.iter().map(|(f, m)| (f, self.modules[*m]))
     }
 
     /// The hook chains.
@@ -523,6 +533,20 @@ impl Registrar<'_> {
         F: Fn(Context) -> Result<axum::Router, ModuleError> + Send + Sync + 'static,
     {
         self.registry.http_routes.push((Arc::new(routes), self.module));
+    }
+
+    /// Owes a session the stanzas `backlog(ctx, jid)` returns once it sends initial
+    /// presence (offline messages, XEP-0160). The session writes them before anything
+    /// routed to it after it became available, so a message that arrives while the
+    /// backlog loads cannot overtake older ones. The session waits for the future, so
+    /// it must not wait on the session itself; what it returns is the session's to
+    /// deliver (or hand back as undelivered if the session ends first).
+    pub fn initial_backlog<F, Fut>(&mut self, backlog: F)
+    where
+        F: Fn(Context, jid::FullJid) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Stanza>> + Send + 'static,
+    {
+        self.registry.initial_backlogs.push((Arc::new(move |ctx, jid| Box::pin(backlog(ctx, jid))), self.module));
     }
 
     /// Joins the chain of hook `E` (see [`crate::hooks`]); higher `priority` runs first.

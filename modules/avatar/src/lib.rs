@@ -109,16 +109,19 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
             Ok(())
         }
     });
-    let h = hashes.clone();
+    // One account's conversions run in order, so the newest avatar is the one that stays.
+    let conversions = Arc::new(starling_api::OrderedSpawner::default());
+    let (h, work) = (hashes.clone(), conversions.clone());
     reg.hook::<PepPublished, _>(0, move |ctx, event| {
         if event.node == NS_METADATA {
-            tokio::spawn(pep_to_vcard(ctx.clone(), h.clone(), event.owner.clone(), event.item.payload.clone()));
+            let conversion = pep_to_vcard(ctx.clone(), h.clone(), event.owner.clone(), event.item.payload.clone());
+            work.spawn(&event.owner, conversion);
         }
         Flow::Continue
     });
     let h = hashes.clone();
     reg.hook::<VCardStored, _>(0, move |ctx, event| {
-        tokio::spawn(vcard_to_pep(ctx.clone(), h.clone(), event.owner.clone(), event.vcard.clone()));
+        conversions.spawn(&event.owner, vcard_to_pep(ctx.clone(), h.clone(), event.owner.clone(), event.vcard.clone()));
         Flow::Continue
     });
     let h = hashes;

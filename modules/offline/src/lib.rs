@@ -9,13 +9,15 @@
 
 mod store;
 
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
 use serde::Deserialize;
-use starling_api::hooks::{MessageUndelivered, PresenceBroadcast};
+use starling_api::hooks::MessageUndelivered;
+use starling_api::jid::{BareJid, FullJid};
 use starling_api::minidom::Element;
 use starling_api::reply::error_reply;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
@@ -68,10 +70,13 @@ struct Pending {
 /// What the writer is asked to do.
 enum Job {
     Store(Pending),
-    /// Answer once everything queued before is stored: initial presence waits for it,
-    /// so a message queued just before the account came online is delivered now, not
-    /// left in storage until the next login.
-    Flush(tokio::sync::oneshot::Sender<()>),
+    /// An account's session takes its backlog: answer once everything queued before is
+    /// stored, so a message queued just before the account came online is delivered now,
+    /// not left in storage until the next login.
+    Flush {
+        account: BareJid,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 type Queue = Arc<OnceLock<mpsc::Sender<Job>>>;
@@ -94,8 +99,7 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     });
     let q = queue.clone();
     reg.hook::<MessageUndelivered, _>(0, move |_, event| on_undelivered(event, &q));
-    // After the roster module's broadcast, so contacts see the user online first.
-    reg.hook::<PresenceBroadcast, _>(-10, move |ctx, event| on_presence(ctx, event, &queue));
+    reg.initial_backlog(move |ctx, jid| backlog(ctx, jid, queue.clone()));
     Ok(())
 }
 
@@ -134,16 +138,38 @@ fn on_undelivered(event: &mut MessageUndelivered, queue: &OnceLock<mpsc::Sender<
     }
 }
 
+/// Accounts whose session took its backlog, remembered only while they stay online.
+const DRAINED_KEPT: usize = 10_000;
+
 /// Stores queued messages one after another; a refused one is bounced to its sender.
+///
+/// A message queued after its account's session took the backlog was routed here just
+/// before the account came online: it is delivered instead of stored (and left there
+/// until the next login). One queued before is stored, as the backlog holds the older
+/// ones and routing it now would let it overtake them.
 async fn writer(ctx: Context, mut queue: mpsc::Receiver<Job>, limit: i64) {
+    let mut drained: HashSet<BareJid> = HashSet::new();
     while let Some(job) = queue.recv().await {
         let Pending { host, user, stanza } = match job {
             Job::Store(pending) => pending,
-            Job::Flush(done) => {
+            Job::Flush { account, done } => {
+                if drained.len() >= DRAINED_KEPT {
+                    drained.retain(|jid| ctx.sessions().takes_bare_messages(jid));
+                }
+                drained.insert(account);
                 let _ = done.send(());
                 continue;
             }
         };
+        if let Ok(account) = BareJid::new(&format!("{user}@{host}"))
+            && drained.contains(&account)
+        {
+            if ctx.sessions().takes_bare_messages(&account) {
+                ctx.send(stanza);
+                continue;
+            }
+            drained.remove(&account);
+        }
         let text = String::from_utf8_lossy(&stanza.to_bytes()).into_owned();
         let stored = ctx.db().run(move |c| store::store(c, &host, &user, &text, now_ms(), limit)).await;
         if !matches!(stored, Ok(true)) {
@@ -158,41 +184,43 @@ async fn writer(ctx: Context, mut queue: mpsc::Receiver<Job>, limit: i64) {
     }
 }
 
-/// Initial presence: deliver what was stored, then forget it.
-fn on_presence(ctx: &Context, event: &mut PresenceBroadcast, queue: &Queue) -> Flow {
-    if !event.initial {
-        return Flow::Continue;
+/// The session's initial backlog: once everything queued for storage is stored, the
+/// stored messages, oldest first, stamped; then they are forgotten (the session now
+/// holds them, and hands them back as undelivered if it ends before the client has them).
+async fn backlog(ctx: Context, to: FullJid, queue: Queue) -> Vec<Stanza> {
+    if let Some(queue) = queue.get() {
+        let (done, stored) = tokio::sync::oneshot::channel();
+        if queue.send(Job::Flush { account: to.to_bare(), done }).await.is_ok() {
+            let _ = stored.await;
+        }
     }
-    let (ctx, to, queue) = (ctx.clone(), event.from.clone(), queue.clone());
-    tokio::spawn(async move {
-        if let Some(queue) = queue.get() {
-            let (done, stored) = tokio::sync::oneshot::channel();
-            if queue.send(Job::Flush(done)).await.is_ok() {
-                let _ = stored.await;
-            }
+    let host = to.domain().to_string();
+    let user = to.node().map(|n| n.to_string()).unwrap_or_default();
+    let (h, u) = (host.clone(), user.clone());
+    let messages = match ctx.db().run(move |c| store::load(c, &h, &u)).await {
+        Ok(messages) => messages,
+        Err(err) => {
+            starling_api::tracing::error!(error = %err, "loading offline messages failed");
+            return Vec::new();
         }
-        let host = to.domain().to_string();
-        let user = to.node().map(|n| n.to_string()).unwrap_or_default();
-        let (h, u) = (host.clone(), user.clone());
-        let messages = match ctx.db().run(move |c| store::load(c, &h, &u)).await {
-            Ok(messages) => messages,
-            Err(err) => {
-                starling_api::tracing::error!(error = %err, "loading offline messages failed");
-                return;
+    };
+    let Some(last) = messages.last().map(|m| m.id) else { return Vec::new() };
+    let to_text = to.to_string();
+    let stanzas = messages
+        .iter()
+        .filter_map(|message| {
+            let stanza = stamped(&message.stanza, &host, message.stored_at, &to_text);
+            if stanza.is_none() {
+                starling_api::tracing::warn!(id = message.id, "dropping an unreadable offline message");
             }
-        };
-        let Some(last) = messages.last().map(|m| m.id) else { return };
-        for message in &messages {
-            match stamped(&message.stanza, &host, message.stored_at, &to.to_string()) {
-                Some(stanza) => ctx.send(stanza),
-                None => starling_api::tracing::warn!(id = message.id, "dropping an unreadable offline message"),
-            }
-        }
-        if let Err(err) = ctx.db().run(move |c| store::delete_through(c, &host, &user, last)).await {
-            starling_api::tracing::error!(error = %err, "deleting delivered offline messages failed");
-        }
-    });
-    Flow::Continue
+            stanza
+        })
+        .collect();
+    if let Err(err) = ctx.db().run(move |c| store::delete_through(c, &host, &user, last)).await {
+        // Kept in storage, they come again at the next login: better twice than never.
+        starling_api::tracing::error!(error = %err, "deleting delivered offline messages failed");
+    }
+    stanzas
 }
 
 /// The stored message with a XEP-0203 delay stamp, addressed to the new session.

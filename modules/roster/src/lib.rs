@@ -46,6 +46,8 @@ struct State {
     interested: Mutex<HashSet<FullJid>>,
     /// The last available presence of each available resource.
     last_presence: Mutex<HashMap<FullJid, Stanza>>,
+    /// Presence and subscription work, in order per account.
+    work: starling_api::OrderedSpawner,
 }
 
 fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {

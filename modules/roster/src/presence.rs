@@ -1,7 +1,9 @@
 //! Presence broadcast, probes and subscription stanzas (RFC 6121 §3, §4).
 //!
-//! Hook handlers are synchronous; anything that needs the roster runs on a spawned
-//! task with a clone of the context.
+//! Hook handlers are synchronous; anything that needs the roster runs later with a
+//! clone of the context, queued per account (`State::work`) so that one account's
+//! presence updates go out in the order sent and its roster items are rewritten by one
+//! stanza at a time.
 
 use std::sync::Arc;
 
@@ -73,8 +75,8 @@ pub(crate) fn on_broadcast(ctx: &Context, event: &mut PresenceBroadcast, state: 
         }
     }
     let (ctx, stanza, initial) = (ctx.clone(), event.stanza.clone(), event.initial);
-    tokio::spawn(async move {
-        let user = from.to_bare();
+    let user = from.to_bare();
+    state.work.spawn(&user.clone(), async move {
         broadcast(&ctx, &user, &stanza).await;
         if initial {
             let user_text = user.to_string();
@@ -98,7 +100,7 @@ pub(crate) fn on_session_ended(ctx: &Context, event: &mut SessionEnded, state: &
     let had_presence = state.last_presence.lock().map(|mut last| last.remove(&event.jid).is_some()).unwrap_or(false);
     if event.was_available || had_presence {
         let (ctx, jid) = (ctx.clone(), event.jid.clone());
-        tokio::spawn(async move {
+        state.work.spawn(&jid.to_bare(), async move {
             let mut stanza = Stanza::new("presence", "jabber:client");
             stanza.set_attr("from", Some(&jid.to_string()));
             stanza.set_attr("type", Some("unavailable"));
@@ -113,7 +115,8 @@ pub(crate) fn on_subscription_out(ctx: &Context, event: &mut SubscriptionOut, st
     let Some(kind) = event.stanza.type_().and_then(Kind::parse) else { return Flow::Continue };
     let (ctx, state) = (ctx.clone(), state.clone());
     let (user, contact, mut stanza) = (event.from.to_bare(), event.to.to_string(), event.stanza.clone());
-    tokio::spawn(async move {
+    let work = state.clone();
+    work.work.spawn(&user.clone(), async move {
         let transition = match apply_outbound(&ctx, &state, &user, &contact, kind).await {
             Ok(transition) => transition,
             Err(err) => {
@@ -151,11 +154,14 @@ pub(crate) fn on_presence_to_account(ctx: &Context, event: &mut PresenceToAccoun
     };
     let (ctx, state, user, stanza) = (ctx.clone(), state.clone(), event.to.clone(), event.stanza.clone());
     if type_ == "probe" {
-        tokio::spawn(async move { answer_probe(&ctx, &state, &user, &sender, &stanza).await });
+        let work = state.clone();
+        work.work.spawn(&user.clone(), async move { answer_probe(&ctx, &state, &user, &sender, &stanza).await });
         return Flow::Handled;
     }
     let Some(kind) = Kind::parse(type_) else { return Flow::Continue };
-    tokio::spawn(async move { inbound_subscription(&ctx, &state, &user, &sender, stanza, kind).await });
+    let work = state.clone();
+    work.work
+        .spawn(&user.clone(), async move { inbound_subscription(&ctx, &state, &user, &sender, stanza, kind).await });
     Flow::Handled
 }
 
