@@ -40,6 +40,9 @@ pub struct SessionHandle {
     pub id: u64,
     queue: mpsc::Sender<Stanza>,
     close: Mutex<Option<oneshot::Sender<CloseReason>>>,
+    /// Set by the first [`SessionHandle::close`], so routing can skip the session
+    /// without taking the lock.
+    closing: AtomicBool,
     available: AtomicBool,
     priority: AtomicI8,
     /// Waiting for a stream-management resumption (XEP-0198) with no connection.
@@ -69,6 +72,7 @@ impl SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             queue: tx,
             close: Mutex::new(Some(close_tx)),
+            closing: AtomicBool::new(false),
             available: AtomicBool::new(false),
             priority: AtomicI8::new(0),
             hibernating: AtomicBool::new(false),
@@ -96,6 +100,7 @@ impl SessionHandle {
 
     /// Asks the session task to end with `reason`. Only the first request counts.
     pub fn close(&self, reason: CloseReason) {
+        self.closing.store(true, Ordering::Relaxed);
         let sender = self.close.lock().ok().and_then(|mut slot| slot.take());
         if let Some(sender) = sender {
             let _ = sender.send(reason);
@@ -115,7 +120,7 @@ impl SessionHandle {
 
     /// Whether the session was asked to close or its task has stopped taking stanzas.
     pub fn is_closing(&self) -> bool {
-        self.queue.is_closed() || self.close.lock().map_or(true, |slot| slot.is_none())
+        self.closing.load(Ordering::Relaxed) || self.queue.is_closed()
     }
 
     /// Whether a message to the bare JID goes to this session (RFC 6121 §8.5.2.1.1):
