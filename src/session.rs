@@ -47,6 +47,8 @@ pub struct SessionHandle {
     priority: AtomicI8,
     /// Waiting for a stream-management resumption (XEP-0198) with no connection.
     hibernating: AtomicBool,
+    /// The client said it is not being looked at (XEP-0352 `<inactive/>`).
+    inactive: AtomicBool,
     /// Cancelled once the session task has handed its undelivered stanzas on and left
     /// the table, so a session replacing it can wait for that.
     ended: CancellationToken,
@@ -76,6 +78,7 @@ impl SessionHandle {
             available: AtomicBool::new(false),
             priority: AtomicI8::new(0),
             hibernating: AtomicBool::new(false),
+            inactive: AtomicBool::new(false),
             ended: CancellationToken::new(),
         };
         (Arc::new(handle), SessionReceiver { queue: rx, close: close_rx })
@@ -142,6 +145,22 @@ impl SessionHandle {
     /// Whether the session has no connection and waits for a resumption (XEP-0198).
     pub fn is_hibernating(&self) -> bool {
         self.hibernating.load(Ordering::Relaxed)
+    }
+
+    /// Records the client's XEP-0352 state.
+    pub fn set_inactive(&self, inactive: bool) {
+        self.inactive.store(inactive, Ordering::Relaxed);
+    }
+
+    /// What the client is doing, as far as the server knows.
+    pub fn client_state(&self) -> starling_api::ClientState {
+        if self.is_hibernating() {
+            starling_api::ClientState::Hibernating
+        } else if self.inactive.load(Ordering::Relaxed) {
+            starling_api::ClientState::Inactive
+        } else {
+            starling_api::ClientState::Active
+        }
     }
 
     /// Called by the session task once it has left the table and passed its undelivered
@@ -244,6 +263,10 @@ impl starling_api::Sessions for SessionTable {
         self.sessions_of(user).iter().map(|s| s.jid.clone()).collect()
     }
 
+    fn client_state(&self, jid: &FullJid) -> Option<starling_api::ClientState> {
+        self.get(jid).map(|s| s.client_state())
+    }
+
     fn count(&self) -> usize {
         let table = self.by_user.read().unwrap_or_else(|e| e.into_inner());
         table.values().map(Vec::len).sum()
@@ -299,6 +322,19 @@ mod tests {
         let (b, _rb) = SessionHandle::new(jid("a@x/r"), 4);
         table.bind(a, ResourceConflict::Refuse);
         assert!(matches!(table.bind(b, ResourceConflict::Refuse), BindOutcome::Conflict));
+    }
+
+    #[test]
+    fn client_state_reports_hibernation_before_inactivity() {
+        let (handle, _rx) = SessionHandle::new(jid("a@x/r"), 4);
+        assert_eq!(handle.client_state(), starling_api::ClientState::Active);
+        handle.set_inactive(true);
+        assert_eq!(handle.client_state(), starling_api::ClientState::Inactive);
+        handle.set_hibernating(true);
+        assert_eq!(handle.client_state(), starling_api::ClientState::Hibernating);
+        handle.set_hibernating(false);
+        handle.set_inactive(false);
+        assert_eq!(handle.client_state(), starling_api::ClientState::Active);
     }
 
     #[tokio::test]

@@ -8,10 +8,11 @@ mod common;
 use std::process::Stdio;
 
 use common::client::Event;
+use common::component::{handshake, next, open};
 use common::peers::free_port;
 use common::{HOST, TestServer};
-use starling::xml::{Limits, StreamEvent, StreamReader};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use starling::xml::StreamReader;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const DOMAIN: &str = "gw.localhost";
@@ -91,41 +92,6 @@ async fn a_slixmpp_component_receives_messages_for_its_domain() {
     assert!(status.success());
 }
 
-/// What a raw component connection reads.
-async fn next(tcp: &mut TcpStream, reader: &mut StreamReader) -> (Event, Option<String>) {
-    let mut buf = vec![0u8; 8192];
-    tokio::time::timeout(common::client::WAIT, async {
-        loop {
-            match reader.next_event() {
-                Ok(Some(StreamEvent::Header(h))) => return (Event::Header, h.id),
-                Ok(Some(StreamEvent::Stanza(s))) => return (Event::Stanza(s.to_element().expect("xml")), None),
-                Ok(Some(StreamEvent::Footer)) => return (Event::Footer, None),
-                Ok(None) => {}
-                Err(err) => panic!("bad XML: {err}"),
-            }
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => return (Event::Closed, None),
-                Ok(n) => reader.feed(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("answer in time")
-}
-
-/// Opens a component stream to `domain`; returns the stream id, if the server sent one.
-async fn open(port: u16, domain: &str) -> (TcpStream, StreamReader, Option<String>) {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    let header = format!(
-        "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}'>"
-    );
-    tcp.write_all(header.as_bytes()).await.expect("write");
-    let mut reader = StreamReader::new(Limits::default());
-    let (event, id) = next(&mut tcp, &mut reader).await;
-    assert!(matches!(event, Event::Header), "{event:?}");
-    (tcp, reader, id)
-}
-
 async fn stream_error(tcp: &mut TcpStream, reader: &mut StreamReader) -> Option<String> {
     loop {
         match next(tcp, reader).await.0 {
@@ -136,11 +102,6 @@ async fn stream_error(tcp: &mut TcpStream, reader: &mut StreamReader) -> Option<
             Event::Footer | Event::Closed => return None,
         }
     }
-}
-
-fn handshake(id: &str, secret: &str) -> String {
-    use sha1::Digest;
-    sha1::Sha1::digest(format!("{id}{secret}")).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]

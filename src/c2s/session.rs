@@ -349,9 +349,13 @@ impl Session<'_> {
     /// XEP-0352 `<active/>` and `<inactive/>`.
     fn on_csi(&mut self, element: &Stanza) -> Result<(), &'static str> {
         match element.name() {
-            "inactive" => self.csi.inactive = true,
+            "inactive" => {
+                self.csi.inactive = true;
+                self.handle.set_inactive(true);
+            }
             "active" => {
                 self.csi.inactive = false;
+                self.handle.set_inactive(false);
                 self.csi.flush(&mut self.out);
             }
             _ => return Err("unsupported-stanza-type"),

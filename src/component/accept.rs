@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha1::{Digest, Sha1};
-use starling_api::{Context, Stanza};
+use starling_api::{Context, ModuleError, Stanza};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,18 +34,21 @@ pub(super) struct Shared {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Accepts component connections on every address until `token` is cancelled.
-pub(super) async fn serve(ctx: Context, token: CancellationToken, listen: Vec<SocketAddr>, shared: Arc<Shared>) {
-    let mut listeners = Vec::new();
+/// Binds every component address into `bound`.
+pub(super) async fn bind(listen: Vec<SocketAddr>, bound: Arc<Mutex<Vec<TcpListener>>>) -> Result<(), ModuleError> {
     for addr in listen {
-        match TcpListener::bind(addr).await {
-            Ok(listener) => {
-                tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "listening for components");
-                listeners.push(listener);
-            }
-            Err(err) => tracing::error!(%addr, error = %err, "cannot listen for components"),
-        }
+        let listener = TcpListener::bind(addr).await.map_err(|err| ModuleError::Start {
+            module: "component",
+            message: format!("cannot listen for components on {addr}: {err}"),
+        })?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "listening for components");
+        bound.lock().unwrap_or_else(|e| e.into_inner()).push(listener);
     }
+    Ok(())
+}
+
+/// Accepts component connections on `listeners` until `token` is cancelled.
+pub(super) async fn serve(ctx: Context, token: CancellationToken, listeners: Vec<TcpListener>, shared: Arc<Shared>) {
     let accepting = listeners.into_iter().map(|listener| {
         let (ctx, token, shared) = (ctx.clone(), token.clone(), shared.clone());
         tokio::spawn(async move {

@@ -135,7 +135,14 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         return Ok(());
     }
     let shared = Arc::new(accept::Shared { secrets, connected, max_stanza_bytes: config.max_stanza_bytes });
-    let listen = config.listen;
-    reg.task("listener", move |ctx, token| accept::serve(ctx, token, listen.clone(), shared.clone()));
+    // Bound before the server reports it has started, so that components (and tests)
+    // can connect as soon as it runs, and a port in use stops start-up.
+    let listeners = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (bound, listen) = (listeners.clone(), config.listen);
+    reg.on_start(move |_| accept::bind(listen.clone(), bound.clone()));
+    reg.task("listener", move |ctx, token| {
+        let taken = std::mem::take(&mut *listeners.lock().unwrap_or_else(|e| e.into_inner()));
+        accept::serve(ctx, token, taken, shared.clone())
+    });
     Ok(())
 }

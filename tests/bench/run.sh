@@ -9,6 +9,8 @@
 #   STARTTLS=1 SCENARIOS=connect-scram tests/bench/run.sh
 #   ROSTER=50 SCENARIOS=connect tests/bench/run.sh   # every account has 50 contacts (both)
 #   MAM=1 SCENARIOS=chat tests/bench/run.sh          # archive every message
+#   STORAGE=postgres MAM=1 SCENARIOS=chat tests/bench/run.sh   # on a fresh PostgreSQL
+#                                                    # database at 127.0.0.1:5432
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=${BENCH_DIR:-$ROOT/../shared/bench}
@@ -16,6 +18,7 @@ PORT=${PORT:-15422}
 USERS=${USERS:-10000}
 ROSTER=${ROSTER:-0}
 MAM=${MAM:-0}
+STORAGE=${STORAGE:-sqlite}
 MODULES='"disco", "roster", "offline", "carbons", "vcard", "blocking", "adhoc", "admin", "ping", "version", "time"'
 [[ $MAM = 1 ]] && MODULES="$MODULES, \"mam\""
 [[ -x $BENCH/bench.sh ]] || { echo "no load generator at $BENCH (set BENCH_DIR)" >&2; exit 2; }
@@ -23,7 +26,21 @@ MODULES='"disco", "roster", "offline", "carbons", "vcard", "blocking", "adhoc", 
 (cd "$ROOT" && cargo build --release --locked)
 BIN=$ROOT/target/release/starling
 WORK=$(mktemp -d /tmp/starling-bench-XXXXXX)
-trap 'kill "${PID:-}" 2>/dev/null || true; wait "${PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PGDB=starling_bench_$$
+cleanup() {
+  kill "${PID:-}" 2>/dev/null || true
+  wait "${PID:-}" 2>/dev/null || true
+  rm -rf "$WORK"
+  if [[ $STORAGE = postgres ]]; then dropdb -h 127.0.0.1 -U postgres --if-exists "$PGDB" || true; fi
+}
+trap cleanup EXIT
+case $STORAGE in
+  sqlite) STORAGE_URL="sqlite://$WORK/db.sqlite" ;;
+  postgres)
+    createdb -h 127.0.0.1 -U postgres "$PGDB"
+    STORAGE_URL="postgres://postgres@127.0.0.1:5432/$PGDB" ;;
+  *) echo "STORAGE is sqlite or postgres" >&2; exit 2 ;;
+esac
 
 cat > "$WORK/starling.toml" <<TOML
 [server]
@@ -35,7 +52,7 @@ c2s_direct_tls = []
 cert_dir = "$WORK/certs"
 generate_self_signed = true
 [storage]
-url = "sqlite://$WORK/db.sqlite"
+url = "$STORAGE_URL"
 [c2s]
 allow_plaintext_auth_on_loopback = true
 [limits]
@@ -48,7 +65,12 @@ enabled = [$MODULES]
 TOML
 
 echo pw | "$BIN" --config "$WORK/starling.toml" user add-range u 1 "$USERS" bench.test
-if [[ $ROSTER -gt 0 ]]; then
+if [[ $ROSTER -gt 0 && $STORAGE = postgres ]]; then
+  psql -q -h 127.0.0.1 -U postgres -d "$PGDB" -c "
+    INSERT INTO roster_items (host, username, contact, subscription)
+    SELECT 'bench.test', 'u' || i, 'u' || ((i + j - 1) % $USERS + 1) || '@bench.test', 'both'
+    FROM generate_series(1, $USERS) AS i, generate_series(1, $ROSTER) AS j"
+elif [[ $ROSTER -gt 0 ]]; then
   # Mutual subscriptions with the next $ROSTER accounts, written straight into the
   # roster module's table (the server is not running yet).
   python3 - "$WORK/db.sqlite" "$USERS" "$ROSTER" <<'PY'

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod component;
 pub mod dns;
 pub mod federation;
 pub mod http;

@@ -30,6 +30,18 @@ pub trait Router: Send + Sync {
     fn send_iq(&self, iq: Stanza, timeout: Duration) -> BoxFuture<'static, Result<Stanza, IqTimeout>>;
 }
 
+/// What a bound client session is doing, for features that act differently when
+/// nobody looks at the screen (push notifications).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// Connected, and active or never said otherwise (XEP-0352).
+    Active,
+    /// Connected, but the client said `<inactive/>` (XEP-0352).
+    Inactive,
+    /// No connection: the session waits for a stream-management resumption (XEP-0198).
+    Hibernating,
+}
+
 /// Read-only view of the session table.
 pub trait Sessions: Send + Sync {
     /// Full JIDs of `user`'s bound resources that have sent available presence.
@@ -38,6 +50,8 @@ pub trait Sessions: Send + Sync {
     /// available resource with non-negative priority that is not closing), exactly as
     /// the router decides it (RFC 6121 §8.5.2.1.1).
     fn takes_bare_messages(&self, user: &BareJid) -> bool;
+    /// The state of the session bound as `jid`, or `None` when none is.
+    fn client_state(&self, jid: &FullJid) -> Option<ClientState>;
     /// Full JIDs of all of `user`'s bound resources.
     fn resources(&self, user: &BareJid) -> Vec<FullJid>;
     /// Number of bound client sessions on this server.

@@ -33,7 +33,7 @@ pub mod vcard;
 
 pub use accounts::{AccountEntry, AccountError, AccountService};
 pub use address::{parse_bare_jid, parse_jid};
-pub use context::{Context, ContextParts, IqTimeout, Router, ServerInfo, Sessions};
+pub use context::{ClientState, Context, ContextParts, IqTimeout, Router, ServerInfo, Sessions};
 pub use error::{ModuleError, stanza_error};
 pub use hooks::{Event, Flow};
 pub use iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult};

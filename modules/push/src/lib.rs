@@ -1,0 +1,595 @@
+//! XEP-0357: Push Notifications, the user's server side.
+//!
+//! A client registers an app server (a publish-subscribe service, usually run by the
+//! client's vendor) and a node for its device (`<enable/>`), with optional
+//! publish-options such as the vendor's secret. When a message arrives that this
+//! device cannot show — its session is hibernating after a lost connection (XEP-0198),
+//! its client said it is inactive (XEP-0352), or it has no session at all — the server
+//! publishes a notification to that node, and the app server wakes the device through
+//! the platform's push service. A subscription request wakes it the same way.
+//!
+//! The notification carries the `urn:xmpp:push:summary` form: `message-count` (what
+//! arrived since the device last bound a session or enabled push),
+//! `pending-subscription-count`, and `last-message-sender` / `last-message-body` only
+//! when `include_sender` / `include_body` are set: a vendor's app server, and the
+//! platform behind it, learn nothing else by default (Prosody's default too).
+//!
+//! Registrations are stored in `push_registrations` and held in memory, because the
+//! routing hooks that decide whether to push are synchronous. An app server that
+//! answers with an error other than `wait` has the registration removed (§6, so that
+//! a device that was uninstalled stops costing anything); a timeout keeps it.
+//! Notifications for one account go out one after another, in arrival order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use diesel::prelude::*;
+use serde::Deserialize;
+use starling_api::hooks::{MessageDelivered, MessageUndelivered, PresenceToAccount, SessionStarted};
+use starling_api::jid::{BareJid, FullJid, Jid};
+use starling_api::minidom::Element;
+use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+use starling_api::{
+    ClientState, Context, DbConn, Flow, IqPayload, IqRequest, IqResult, Migrations, ModuleError, ModuleSpec,
+    OrderedSpawner, Registrar, Scope, Spec, SpecSupport, Stanza, Support, stanza_error,
+};
+
+/// XEP-0357's namespace.
+pub const NS_PUSH: &str = "urn:xmpp:push:0";
+const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+const NS_DATA: &str = "jabber:x:data";
+const NS_CLIENT: &str = "jabber:client";
+const SUMMARY_FORM: &str = "urn:xmpp:push:summary";
+
+/// The module.
+pub static MODULE: ModuleSpec = ModuleSpec {
+    name: "push",
+    summary: "XEP-0357 Push Notifications (user's server)",
+    specs: &[SpecSupport { spec: Spec::Xep(357), version: "0.4.1", status: Support::Complete, features: &[NS_PUSH] }],
+    migrations: Some(&MIGRATIONS),
+    forget_user: Some(forget_user),
+    start,
+};
+
+static MIGRATIONS: Migrations = starling_api::migrations!();
+
+diesel::table! {
+    /// One row per device registration.
+    push_registrations (host, username, service, node) {
+        host -> Text,
+        username -> Text,
+        service -> Text,
+        node -> Text,
+        resource -> Text,
+        publish_options -> Nullable<Text>,
+    }
+}
+
+/// `[modules.push]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PushConfig {
+    /// Put the sender's JID into notifications.
+    include_sender: bool,
+    /// Put the message body into notifications.
+    include_body: bool,
+    /// Registrations one account may hold (one per device).
+    max_per_account: usize,
+    /// How long to wait for an app server's answer.
+    timeout_seconds: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig { include_sender: false, include_body: false, max_per_account: 10, timeout_seconds: 10 }
+    }
+}
+
+/// One device's registration.
+#[derive(Debug, Clone)]
+struct Registration {
+    /// The app server.
+    service: Jid,
+    /// The device's node on it.
+    node: String,
+    /// The resource that enabled it: while a session is bound there and active, the
+    /// device shows messages itself.
+    resource: String,
+    /// The `<x/>` publish-options form the client gave, serialised.
+    publish_options: Option<String>,
+    /// Messages since the device last bound a session or enabled push.
+    messages: Arc<AtomicU32>,
+    /// Subscription requests in the same span.
+    subscriptions: Arc<AtomicU32>,
+}
+
+impl Registration {
+    fn same_target(&self, service: &Jid, node: &str) -> bool {
+        &self.service == service && self.node == node
+    }
+}
+
+/// What the hooks and handlers share.
+struct Push {
+    config: PushConfig,
+    registrations: RwLock<HashMap<BareJid, Vec<Registration>>>,
+    spawner: OrderedSpawner,
+}
+
+impl Push {
+    fn of(&self, account: &BareJid) -> Vec<Registration> {
+        self.registrations.read().ok().and_then(|all| all.get(account).cloned()).unwrap_or_default()
+    }
+
+    fn remove(&self, account: &BareJid, service: &Jid, node: Option<&str>) {
+        if let Ok(mut all) = self.registrations.write()
+            && let Some(list) = all.get_mut(account)
+        {
+            list.retain(|r| !(&r.service == service && node.is_none_or(|n| r.node == n)));
+            if list.is_empty() {
+                all.remove(account);
+            }
+        }
+    }
+}
+
+/// `<enable xmlns='urn:xmpp:push:0' jid=… node=…>` with an optional publish-options form.
+#[derive(Debug)]
+struct Enable {
+    service: Jid,
+    node: String,
+    publish_options: Option<Element>,
+}
+
+/// `<disable xmlns='urn:xmpp:push:0' jid=… [node=…]/>`.
+#[derive(Debug)]
+struct Disable {
+    service: Jid,
+    node: Option<String>,
+}
+
+/// The payload is not a valid `<enable/>` or `<disable/>`.
+#[derive(Debug)]
+struct BadPayload;
+
+impl TryFrom<Element> for Enable {
+    type Error = BadPayload;
+
+    fn try_from(element: Element) -> Result<Self, BadPayload> {
+        if !element.is("enable", NS_PUSH) {
+            return Err(BadPayload);
+        }
+        let service = element.attr("jid").and_then(|j| Jid::new(j).ok()).ok_or(BadPayload)?;
+        let node = element.attr("node").filter(|n| !n.is_empty()).ok_or(BadPayload)?.to_owned();
+        let publish_options = element.get_child("x", NS_DATA).cloned();
+        Ok(Enable { service, node, publish_options })
+    }
+}
+
+impl TryFrom<Element> for Disable {
+    type Error = BadPayload;
+
+    fn try_from(element: Element) -> Result<Self, BadPayload> {
+        if !element.is("disable", NS_PUSH) {
+            return Err(BadPayload);
+        }
+        let service = element.attr("jid").and_then(|j| Jid::new(j).ok()).ok_or(BadPayload)?;
+        let node = element.attr("node").filter(|n| !n.is_empty()).map(str::to_owned);
+        Ok(Disable { service, node })
+    }
+}
+
+impl IqPayload for Enable {
+    const NS: &'static str = NS_PUSH;
+    const NAME: &'static str = "enable";
+}
+
+impl IqPayload for Disable {
+    const NS: &'static str = NS_PUSH;
+    const NAME: &'static str = "disable";
+}
+
+fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
+    let config: PushConfig = reg.config()?;
+    let push =
+        Arc::new(Push { config, registrations: RwLock::new(HashMap::new()), spawner: OrderedSpawner::default() });
+    reg.disco_feature(Scope::OwnAccount, NS_PUSH);
+    let p = push.clone();
+    reg.on_start(move |ctx| load(ctx, p.clone()));
+    let p = push.clone();
+    reg.iq_set::<Enable, _, _>(Scope::OwnAccount, move |ctx, req| enable(ctx, req, p.clone()));
+    let p = push.clone();
+    reg.iq_set::<Disable, _, _>(Scope::OwnAccount, move |ctx, req| disable(ctx, req, p.clone()));
+    let p = push.clone();
+    reg.hook::<MessageDelivered, _>(0, move |ctx, event| {
+        on_message(ctx, &p, &event.to, Some(&event.delivered_to), &event.stanza);
+        Flow::Continue
+    });
+    let p = push.clone();
+    // Before the offline module, which ends the chain once it has stored the message.
+    reg.hook::<MessageUndelivered, _>(10, move |ctx, event| {
+        on_message(ctx, &p, &event.to, None, &event.stanza);
+        Flow::Continue
+    });
+    let p = push.clone();
+    reg.hook::<PresenceToAccount, _>(10, move |ctx, event| {
+        if event.stanza.type_() == Some("subscribe") {
+            on_subscription(ctx, &p, &event.to);
+        }
+        Flow::Continue
+    });
+    reg.hook::<SessionStarted, _>(0, move |_, event| {
+        for registration in push.of(&event.jid.to_bare()) {
+            if registration.resource == event.jid.resource().as_str() {
+                registration.messages.store(0, Ordering::Relaxed);
+                registration.subscriptions.store(0, Ordering::Relaxed);
+            }
+        }
+        Flow::Continue
+    });
+    Ok(())
+}
+
+type Row = (String, String, String, String, String, Option<String>);
+
+async fn load(ctx: Context, push: Arc<Push>) -> Result<(), ModuleError> {
+    use push_registrations::dsl as r;
+    let rows: Vec<Row> = ctx
+        .db()
+        .run(|c| {
+            push_registrations::table
+                .select((r::host, r::username, r::service, r::node, r::resource, r::publish_options))
+                .load(c)
+        })
+        .await
+        .map_err(|e| ModuleError::Start { module: "push", message: e.to_string() })?;
+    let mut all: HashMap<BareJid, Vec<Registration>> = HashMap::new();
+    for (host, username, service, node, resource, publish_options) in rows {
+        let (Ok(account), Ok(service)) = (BareJid::new(&format!("{username}@{host}")), Jid::new(&service)) else {
+            continue;
+        };
+        all.entry(account).or_default().push(Registration {
+            service,
+            node,
+            resource,
+            publish_options,
+            messages: Arc::default(),
+            subscriptions: Arc::default(),
+        });
+    }
+    if let Ok(mut registrations) = push.registrations.write() {
+        *registrations = all;
+    }
+    Ok(())
+}
+
+/// The account's host and user name, as the tables key them.
+fn account_key(account: &BareJid) -> (String, String) {
+    (account.domain().to_string(), account.node().map(|n| n.to_string()).unwrap_or_default())
+}
+
+async fn enable(ctx: Context, req: IqRequest<Enable>, push: Arc<Push>) -> IqResult {
+    let Ok(from) = req.from.clone().try_into_full() else {
+        return Err(stanza_error(ErrorType::Modify, DefinedCondition::BadRequest));
+    };
+    let account = from.to_bare();
+    let Enable { service, node, publish_options } = req.payload;
+    let existing = push.of(&account);
+    let replaces = existing.iter().any(|r| r.same_target(&service, &node));
+    if !replaces && existing.len() >= push.config.max_per_account {
+        return Err(stanza_error(ErrorType::Wait, DefinedCondition::ResourceConstraint));
+    }
+    let registration = Registration {
+        service,
+        node,
+        resource: from.resource().to_string(),
+        publish_options: publish_options.as_ref().map(String::from),
+        messages: Arc::default(),
+        subscriptions: Arc::default(),
+    };
+    let (host, username) = account_key(&account);
+    let row = registration.clone();
+    ctx.db()
+        .run(move |c| {
+            use push_registrations::dsl as r;
+            c.transaction(|c| {
+                let service = row.service.to_string();
+                diesel::delete(
+                    push_registrations::table
+                        .filter(r::host.eq(&host))
+                        .filter(r::username.eq(&username))
+                        .filter(r::service.eq(&service))
+                        .filter(r::node.eq(&row.node)),
+                )
+                .execute(c)?;
+                diesel::insert_into(push_registrations::table)
+                    .values((
+                        r::host.eq(&host),
+                        r::username.eq(&username),
+                        r::service.eq(&service),
+                        r::node.eq(&row.node),
+                        r::resource.eq(&row.resource),
+                        r::publish_options.eq(&row.publish_options),
+                    ))
+                    .execute(c)
+            })
+        })
+        .await?;
+    if let Ok(mut all) = push.registrations.write() {
+        let list = all.entry(account).or_default();
+        list.retain(|r| !r.same_target(&registration.service, &registration.node));
+        list.push(registration);
+    }
+    Ok(None)
+}
+
+async fn disable(ctx: Context, req: IqRequest<Disable>, push: Arc<Push>) -> IqResult {
+    let account = req.from.to_bare();
+    let Disable { service, node } = req.payload;
+    forget_registration(&ctx, &push, &account, &service, node.as_deref()).await?;
+    Ok(None)
+}
+
+/// Removes the registrations of `account` on `service` (all of its nodes when `node`
+/// is `None`), from memory and storage.
+async fn forget_registration(
+    ctx: &Context,
+    push: &Push,
+    account: &BareJid,
+    service: &Jid,
+    node: Option<&str>,
+) -> Result<(), starling_api::StorageError> {
+    push.remove(account, service, node);
+    let (host, username) = account_key(account);
+    let service = service.to_string();
+    let node = node.map(str::to_owned);
+    ctx.db()
+        .run(move |c| {
+            use push_registrations::dsl as r;
+            let rows = push_registrations::table
+                .filter(r::host.eq(host))
+                .filter(r::username.eq(username))
+                .filter(r::service.eq(service));
+            match node {
+                Some(node) => diesel::delete(rows.filter(r::node.eq(node))).execute(c),
+                None => diesel::delete(rows).execute(c),
+            }
+        })
+        .await
+        .map(|_| ())
+}
+
+fn forget_user(conn: &mut DbConn, host: &str, username: &str) -> QueryResult<()> {
+    use push_registrations::dsl as r;
+    diesel::delete(push_registrations::table.filter(r::host.eq(host)).filter(r::username.eq(username)))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Whether the device behind `registration` cannot show a stanza for `account` now:
+/// it has no session, or its session is hibernating or inactive and the stanza went
+/// to it (`delivered_to`; `None` when nothing was delivered anywhere).
+fn needs_waking(
+    ctx: &Context,
+    account: &BareJid,
+    registration: &Registration,
+    delivered_to: Option<&[FullJid]>,
+) -> bool {
+    let Ok(device) = account.with_resource_str(&registration.resource) else { return true };
+    match ctx.sessions().client_state(&device) {
+        None => true,
+        Some(ClientState::Active) => false,
+        Some(ClientState::Inactive | ClientState::Hibernating) => delivered_to.is_none_or(|d| d.contains(&device)),
+    }
+}
+
+/// Messages a person would want to be woken for: chat and normal messages with a body,
+/// an encrypted payload (OMEMO, which may carry no body) or a call proposal
+/// (XEP-0353). Not chat states, receipts, carbon copies or errors.
+fn wakes_the_device(message: &Stanza) -> bool {
+    if !matches!(message.type_().unwrap_or("normal"), "chat" | "normal") {
+        return false;
+    }
+    message.child_elements().any(|c| {
+        matches!(
+            (c.ns(), c.name()),
+            (NS_CLIENT, "body")
+                | ("eu.siacs.conversations.axolotl", "encrypted")
+                | ("urn:xmpp:omemo:2", "encrypted")
+                | ("urn:xmpp:jingle-message:0", "propose")
+        )
+    })
+}
+
+/// What the summary form says of the last message.
+#[derive(Debug, Clone, Default)]
+struct LastMessage {
+    sender: Option<String>,
+    body: Option<String>,
+}
+
+fn on_message(ctx: &Context, push: &Arc<Push>, account: &BareJid, delivered_to: Option<&[FullJid]>, message: &Stanza) {
+    let registrations = push.of(account);
+    if registrations.is_empty() || !wakes_the_device(message) {
+        return;
+    }
+    let targets: Vec<Registration> =
+        registrations.into_iter().filter(|r| needs_waking(ctx, account, r, delivered_to)).collect();
+    if targets.is_empty() {
+        return;
+    }
+    let mut last = LastMessage::default();
+    if push.config.include_sender {
+        last.sender = message.from().map(str::to_owned);
+    }
+    if push.config.include_body {
+        last.body = message.to_element().ok().and_then(|e| e.get_child("body", NS_CLIENT).map(Element::text));
+    }
+    for target in &targets {
+        target.messages.fetch_add(1, Ordering::Relaxed);
+    }
+    push.spawner.spawn(account, notify_all(ctx.clone(), push.clone(), account.clone(), targets, last));
+}
+
+fn on_subscription(ctx: &Context, push: &Arc<Push>, account: &BareJid) {
+    let targets: Vec<Registration> =
+        push.of(account).into_iter().filter(|r| needs_waking(ctx, account, r, None)).collect();
+    if targets.is_empty() {
+        return;
+    }
+    for target in &targets {
+        target.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+    push.spawner
+        .spawn(account, notify_all(ctx.clone(), push.clone(), account.clone(), targets, LastMessage::default()));
+}
+
+/// Publishes to each registration in turn; drops those the app server refuses.
+async fn notify_all(ctx: Context, push: Arc<Push>, account: BareJid, targets: Vec<Registration>, last: LastMessage) {
+    let timeout = Duration::from_secs(push.config.timeout_seconds);
+    for registration in targets {
+        let Some(request) = notification(&account, &registration, &last) else { continue };
+        match ctx.send_iq(request, timeout).await {
+            Ok(answer) if answer.type_() == Some("error") => {
+                let error_type = answer
+                    .to_element()
+                    .ok()
+                    .and_then(|e| e.get_child("error", NS_CLIENT).and_then(|e| e.attr("type").map(str::to_owned)));
+                if error_type.as_deref() == Some("wait") {
+                    starling_api::tracing::debug!(%account, service = %registration.service, "app server busy");
+                    continue;
+                }
+                starling_api::tracing::info!(
+                    %account, service = %registration.service, node = %registration.node,
+                    "app server refused a notification; push disabled for that device"
+                );
+                let removed =
+                    forget_registration(&ctx, &push, &account, &registration.service, Some(&registration.node)).await;
+                if let Err(error) = removed {
+                    starling_api::tracing::warn!(%account, %error, "could not remove a push registration");
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                starling_api::tracing::warn!(%account, service = %registration.service, "app server did not answer");
+            }
+        }
+    }
+}
+
+/// The XEP-0357 §5 publish request, from the account's bare JID.
+fn notification(account: &BareJid, registration: &Registration, last: &LastMessage) -> Option<Stanza> {
+    use starling_api::stanza::{escape_text, write_attr};
+    let mut xml = Vec::with_capacity(512);
+    let field = |xml: &mut Vec<u8>, var: &str, value: &str| {
+        xml.extend_from_slice(b"<field");
+        write_attr(xml, "var", var);
+        xml.extend_from_slice(b"><value>");
+        escape_text(xml, value);
+        xml.extend_from_slice(b"</value></field>");
+    };
+    xml.extend_from_slice(b"<iq xmlns='jabber:client' type='set'");
+    write_attr(&mut xml, "from", account.as_str());
+    write_attr(&mut xml, "to", registration.service.as_str());
+    xml.extend_from_slice(format!("><pubsub xmlns='{NS_PUBSUB}'><publish").as_bytes());
+    write_attr(&mut xml, "node", &registration.node);
+    xml.extend_from_slice(
+        format!("><item><notification xmlns='{NS_PUSH}'><x xmlns='{NS_DATA}' type='submit'>").as_bytes(),
+    );
+    field(&mut xml, "FORM_TYPE", SUMMARY_FORM);
+    field(&mut xml, "message-count", &registration.messages.load(Ordering::Relaxed).to_string());
+    field(&mut xml, "pending-subscription-count", &registration.subscriptions.load(Ordering::Relaxed).to_string());
+    if let Some(sender) = &last.sender {
+        field(&mut xml, "last-message-sender", sender);
+    }
+    if let Some(body) = &last.body {
+        field(&mut xml, "last-message-body", body);
+    }
+    xml.extend_from_slice(b"</x></notification></item></publish>");
+    if let Some(options) = &registration.publish_options {
+        // Serialised by minidom from the client's form when it enabled push.
+        xml.extend_from_slice(b"<publish-options>");
+        xml.extend_from_slice(options.as_bytes());
+        xml.extend_from_slice(b"</publish-options>");
+    }
+    xml.extend_from_slice(b"</pubsub></iq>");
+    // Parsed back so that the stanza is in canonical form whatever minidom wrote.
+    let iq = std::str::from_utf8(&xml).ok()?.parse::<Element>().ok()?;
+    Some(Stanza::from_element(&iq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(attrs: &str, children: &str) -> Stanza {
+        let element: Element =
+            format!("<message xmlns='jabber:client' {attrs}>{children}</message>").parse().expect("xml");
+        Stanza::from_element(&element)
+    }
+
+    #[test]
+    fn only_messages_a_person_reads_wake_the_device() {
+        assert!(wakes_the_device(&message("type='chat'", "<body>hi</body>")));
+        assert!(wakes_the_device(&message("", "<body>hi</body>")));
+        assert!(wakes_the_device(&message(
+            "type='chat'",
+            "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'/></encrypted>"
+        )));
+        assert!(wakes_the_device(&message("type='chat'", "<propose xmlns='urn:xmpp:jingle-message:0' id='c'/>")));
+        assert!(!wakes_the_device(&message("type='chat'", "<active xmlns='http://jabber.org/protocol/chatstates'/>")));
+        assert!(!wakes_the_device(&message("type='groupchat'", "<body>hi</body>")));
+        assert!(!wakes_the_device(&message("type='error'", "<body>hi</body>")));
+        assert!(!wakes_the_device(&message(
+            "type='chat'",
+            "<received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'/></received>"
+        )));
+    }
+
+    #[test]
+    fn the_notification_carries_the_summary_and_the_publish_options() {
+        let account = BareJid::new("juliet@capulet.example").expect("jid");
+        let options: Element =
+            "<x xmlns='jabber:x:data' type='submit'><field var='secret'><value>s3</value></field></x>"
+                .parse()
+                .expect("xml");
+        let registration = Registration {
+            service: Jid::new("push.example").expect("jid"),
+            node: "n1".into(),
+            resource: "phone".into(),
+            publish_options: Some(String::from(&options)),
+            messages: Arc::new(AtomicU32::new(2)),
+            subscriptions: Arc::default(),
+        };
+        let last = LastMessage { sender: Some("romeo@montague.example/garden".into()), body: Some("hi".into()) };
+        let iq = notification(&account, &registration, &last).expect("stanza").to_element().expect("xml");
+        assert_eq!((iq.attr("from"), iq.attr("to")), (Some("juliet@capulet.example"), Some("push.example")));
+        let pubsub = iq.get_child("pubsub", NS_PUBSUB).expect("pubsub");
+        let publish = pubsub.get_child("publish", NS_PUBSUB).expect("publish");
+        assert_eq!(publish.attr("node"), Some("n1"));
+        let form = publish
+            .get_child("item", NS_PUBSUB)
+            .and_then(|i| i.get_child("notification", NS_PUSH))
+            .and_then(|n| n.get_child("x", NS_DATA))
+            .expect("summary form");
+        let value = |var: &str| {
+            form.children()
+                .find(|f| f.attr("var") == Some(var))
+                .and_then(|f| f.get_child("value", NS_DATA))
+                .map(Element::text)
+        };
+        assert_eq!(value("FORM_TYPE").as_deref(), Some(SUMMARY_FORM));
+        assert_eq!(value("message-count").as_deref(), Some("2"));
+        assert_eq!(value("last-message-sender").as_deref(), Some("romeo@montague.example/garden"));
+        assert_eq!(value("last-message-body").as_deref(), Some("hi"));
+        let secret = pubsub
+            .get_child("publish-options", NS_PUBSUB)
+            .and_then(|o| o.get_child("x", NS_DATA))
+            .and_then(|x| x.children().find(|f| f.attr("var") == Some("secret")))
+            .and_then(|f| f.get_child("value", NS_DATA))
+            .map(Element::text);
+        assert_eq!(secret.as_deref(), Some("s3"));
+    }
+}
