@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use common::client::Event;
 use common::component::{handshake, next, open};
-use common::peers::free_port;
+use common::peers::{free_port, slixmpp_available};
 use common::{HOST, TestServer};
 use starling::xml::StreamReader;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -24,21 +24,6 @@ async fn server(port: u16) -> TestServer {
         config.modules.settings.insert("component".into(), toml::from_str(&table).expect("table"));
     })
     .await
-}
-
-/// Whether slixmpp can be imported; under CI its absence is a failure, not a skip.
-fn slixmpp_available() -> bool {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import slixmpp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "slixmpp is not installed");
-        eprintln!("skipping: slixmpp is not installed (pip install -r tests/interop/requirements.txt)");
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

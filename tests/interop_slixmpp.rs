@@ -8,27 +8,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
+use common::peers::slixmpp_available;
 use common::{HOST, TestServer};
-
-/// Whether slixmpp can be imported; under CI its absence is a failure, not a skip.
-fn slixmpp_available() -> bool {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import slixmpp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "slixmpp is not installed (pip install -r tests/interop/requirements.txt)"
-        );
-        eprintln!("skipping: slixmpp is not installed (pip install -r tests/interop/requirements.txt)");
-    }
-    found
-}
 
 /// Runs `tests/interop/<script>` against `server` (address, port, domain as arguments)
 /// within `seconds`, asserts it succeeded and returns what it printed.

@@ -2,15 +2,20 @@
 //! XEP-0114 component receives the notifications the server publishes for a device
 //! that is inactive (XEP-0352), hibernating or offline, and none while it is active;
 //! registrations survive a restart; a refusing app server disables the registration;
-//! `<disable/>` removes it.
+//! `<disable/>` removes it; and slixmpp, as an independent app server, parses what is
+//! published.
 
 mod common;
 
+use std::process::Stdio;
+use std::time::Duration;
+
 use common::client::Event;
 use common::component::Component;
-use common::peers::free_port;
+use common::peers::{free_port, slixmpp_available};
 use common::{Client, TestServer};
 use minidom::Element;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 const APP_SERVER: &str = "push.localhost";
 const SECRET: &str = "pushsecret";
@@ -222,4 +227,40 @@ async fn registrations_survive_a_restart_refusals_disable_them_and_disable_remov
         alice.iq(&format!("<iq type='set' id='{{id}}'><enable xmlns='{NS_PUSH}' jid='{APP_SERVER}'/></iq>")).await;
     assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
     assert!(format!("{reply:?}").contains("bad-request"), "{reply:?}");
+}
+
+/// The same with an independent implementation on the app server's side: slixmpp's
+/// component (PyPI) parses what the server publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slixmpp_app_server_receives_the_notifications() {
+    if !slixmpp_available() {
+        return;
+    }
+    let port = free_port();
+    let server = server(port).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slix_push_appserver.py");
+    let mut child = tokio::process::Command::new("python3")
+        .args([script, "127.0.0.1", &port.to_string(), APP_SERVER, SECRET, "--notifications", "2"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let wait = Duration::from_secs(60);
+    let mut next_line = async || tokio::time::timeout(wait, lines.next_line()).await.expect("in time").ok().flatten();
+    assert_eq!(next_line().await.as_deref(), Some("ok: component connected"));
+
+    let mut alice = server.login("alice", "phone").await;
+    let mut bob = server.login("bob", "desk").await;
+    alice.presence(0).await;
+    enable(&mut alice, "slix-node", SECRET_FORM).await;
+    alice.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    alice.sync().await;
+    chat(&mut bob, "alice@localhost", "first").await;
+    assert_eq!(next_line().await.as_deref(), Some("ok: push from=alice@localhost node=slix-node count=1 body=first"));
+    log_out(alice).await;
+    chat(&mut bob, "alice@localhost", "second").await;
+    assert_eq!(next_line().await.as_deref(), Some("ok: push from=alice@localhost node=slix-node count=2 body=second"));
+    let status = tokio::time::timeout(wait, child.wait()).await.expect("app server exits").expect("status");
+    assert!(status.success());
 }

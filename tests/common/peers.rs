@@ -22,6 +22,25 @@ pub fn installed(program: &str) -> bool {
     found
 }
 
+/// Whether slixmpp (tests/interop/requirements.txt) can be imported; under CI its
+/// absence is a failure, not a skip.
+pub fn slixmpp_available() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import slixmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "slixmpp is not installed (pip install -r tests/interop/requirements.txt)"
+        );
+        eprintln!("skipping: slixmpp is not installed (pip install -r tests/interop/requirements.txt)");
+    }
+    found
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
