@@ -25,6 +25,8 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_time::MODULE,
     &starling_mod_upload::MODULE,
     &starling_mod_push::MODULE,
+    &starling_mod_contact_info::MODULE,
+    &starling_mod_external_services::MODULE,
     // XEP-0114 lives in the core: it needs the core's XML stream reader.
     &crate::component::MODULE,
 ];

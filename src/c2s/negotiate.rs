@@ -176,11 +176,12 @@ impl Negotiation<'_> {
                 let host = self.host.clone().unwrap_or_default();
                 // XEP-0115 §6.3: the server's capabilities, so clients can cache its disco.
                 let (identities, features) = caps::disco_info(&self.shared.context, &host, &[Scope::Server]);
+                let forms = caps::disco_forms(&self.shared.context, &host, &[Scope::Server]);
                 out.extend_from_slice(
                     format!(
                         "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{}' ver='{}'/>",
                         caps::CAPS_NODE,
-                        caps::ver(&identities, &features)
+                        caps::ver(&identities, &features, &forms)
                     )
                     .as_bytes(),
                 );

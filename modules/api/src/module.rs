@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
+use xmpp_parsers::data_forms::DataForm;
 
 use crate::adhoc::{Access, AdhocCommand, CommandRequest, CommandStep};
 use crate::disco::{DiscoItemsFn, DiscoNodeInfoFn, DiscoQuery};
@@ -151,6 +152,7 @@ pub struct Registry {
     iq: IqTable,
     features: Vec<(Scope, &'static str, usize)>,
     identities: Vec<(Scope, DiscoIdentity, usize)>,
+    disco_forms: Vec<(Scope, DataForm, usize)>,
     stream_features: Vec<(&'static str, usize)>,
     on_start: Vec<(OnStart, usize)>,
     tasks: Vec<(&'static str, Task, usize)>,
@@ -291,6 +293,12 @@ impl Registry {
     /// Disco identities registered for `scope`, with the owning module's index.
     pub fn identities(&self, scope: Scope) -> impl Iterator<Item = (&DiscoIdentity, usize)> + '_ {
         self.identities.iter().filter(move |(s, _, _)| *s == scope).map(|(_, i, m)| (i, *m))
+    }
+
+    /// Extended disco#info forms (XEP-0128) registered for `scope`, with the owning
+    /// module's index.
+    pub fn disco_forms(&self, scope: Scope) -> impl Iterator<Item = (&DataForm, usize)> + '_ {
+        self.disco_forms.iter().filter(move |(s, _, _)| *s == scope).map(|(_, f, m)| (f, *m))
     }
 
     /// Stream features offered to authenticated clients (XML), with the owning module.
@@ -475,6 +483,13 @@ impl Registrar<'_> {
     /// Advertises a disco identity on entities of `scope`.
     pub fn disco_identity(&mut self, scope: Scope, identity: DiscoIdentity) {
         self.registry.identities.push((scope, identity, self.module));
+    }
+
+    /// Adds an extended-information form (XEP-0128, `type='result'` with a hidden
+    /// `FORM_TYPE`) to disco#info answers of entities of `scope`, e.g. XEP-0157 contact
+    /// addresses. The forms count in the XEP-0115 hash.
+    pub fn disco_form(&mut self, scope: Scope, form: DataForm) {
+        self.registry.disco_forms.push((scope, form, self.module));
     }
 
     /// Offers a stream feature (an element, as XML) to clients after authentication,

@@ -122,11 +122,13 @@ fn identities(found: &[RegisteredIdentity]) -> Vec<Identity> {
 async fn info(ctx: Context, req: IqRequest<DiscoInfoQuery>, scopes: &'static [Scope]) -> IqResult {
     let host = req.to.domain().to_string();
     let (found, features) = caps::disco_info(&ctx, &host, scopes);
+    let forms = caps::disco_forms(&ctx, &host, scopes);
     // XEP-0115 §6.2: the server's own caps node answers like the server.
     let node = match req.payload.node.clone() {
         None => None,
         Some(node)
-            if scopes == [Scope::Server] && node == format!("{}#{}", caps::CAPS_NODE, caps::ver(&found, &features)) =>
+            if scopes == [Scope::Server]
+                && node == format!("{}#{}", caps::CAPS_NODE, caps::ver(&found, &features, &forms)) =>
         {
             Some(node)
         }
@@ -137,7 +139,7 @@ async fn info(ctx: Context, req: IqRequest<DiscoInfoQuery>, scopes: &'static [Sc
             };
         }
     };
-    let result = DiscoInfoResult { node, identities: identities(&found), features, extensions: Vec::new() };
+    let result = DiscoInfoResult { node, identities: identities(&found), features, extensions: forms };
     Ok(Some(result.into()))
 }
 
