@@ -220,6 +220,22 @@ pub struct LimitsConfig {
     pub auth_failures: u32,
     /// The window for `auth_failures`, in seconds. Default 60.
     pub auth_failure_window: u64,
+    /// Client connections over TCP from one IP address at once; more are refused with
+    /// a `policy-violation` stream error. 0: no limit. Default 100.
+    pub connections_per_ip: usize,
+    /// Addresses `connections_per_ip` does not apply to. Default loopback (the admin's
+    /// own tools, load tests).
+    pub connections_per_ip_exempt: Vec<std::net::IpAddr>,
+    /// Bytes per second one client stream may send; beyond its burst the server reads
+    /// it more slowly (TCP pushes back on the client). 0: no limit. Default 1 MiB/s.
+    pub c2s_bytes_per_second: u64,
+    /// Bytes a client may send at once before `c2s_bytes_per_second` applies. Default 4 MiB.
+    pub c2s_burst_bytes: u64,
+    /// The same for each incoming server-to-server stream, which carries every user of
+    /// the peer. Default 16 MiB/s.
+    pub s2s_bytes_per_second: u64,
+    /// The burst of an incoming server-to-server stream. Default 64 MiB.
+    pub s2s_burst_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -231,6 +247,15 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             auth_failures: 5,
             auth_failure_window: 60,
+            connections_per_ip: 100,
+            connections_per_ip_exempt: vec![
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ],
+            c2s_bytes_per_second: 1 << 20,
+            c2s_burst_bytes: 4 << 20,
+            s2s_bytes_per_second: 16 << 20,
+            s2s_burst_bytes: 64 << 20,
         }
     }
 }

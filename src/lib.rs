@@ -17,6 +17,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod modules;
+pub mod rate;
 pub mod router;
 pub mod s2s;
 pub mod sasl;

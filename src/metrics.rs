@@ -47,6 +47,16 @@ pub fn stanza_delivered(name: &str) {
     }
 }
 
+/// A stream used up its read rate and waits before reading more.
+pub fn read_throttled(kind: &'static str) {
+    metrics::counter!("starling_read_throttled_total", "kind" => kind).increment(1);
+}
+
+/// A connection was refused because its IP address had too many open already.
+pub fn connection_refused_per_ip(kind: &'static str) {
+    metrics::counter!("starling_connections_refused_per_ip_total", "kind" => kind).increment(1);
+}
+
 /// A SASL authentication ended.
 pub fn authentication(success: bool) {
     let result = if success { "success" } else { "failure" };

@@ -173,6 +173,10 @@ impl Server {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            per_ip: crate::rate::ConnectionsPerIp::new(
+                config.limits.connections_per_ip,
+                config.limits.connections_per_ip_exempt.clone(),
+            ),
             resumes: c2s::ResumeTable::default(),
         });
 

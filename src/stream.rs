@@ -18,6 +18,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::c2s::bosh::BoshTransport;
 use crate::c2s::websocket::WebSocketTransport;
+use crate::rate::ReadRate;
 use crate::xml::{Limits, StreamEvent, StreamReader, XmlError};
 
 /// The socket under a stream: plain TCP until STARTTLS, then TLS; or a web client's
@@ -139,6 +140,8 @@ pub struct XmppStream {
     pub peer: SocketAddr,
     /// When the peer last sent anything (whitespace keepalives count).
     pub last_activity: Instant,
+    /// How fast the peer may send, if limited.
+    rate: Option<ReadRate>,
 }
 
 impl XmppStream {
@@ -150,15 +153,25 @@ impl XmppStream {
             read_buf: Vec::new(),
             peer,
             last_activity: Instant::now(),
+            rate: None,
         }
     }
 
-    /// The next stream event. Cancel-safe: the only await is the socket read, and
-    /// bytes are handed to the parser only after a read completes.
+    /// Limits how fast the peer's bytes are read (see [`crate::rate`]).
+    pub fn with_read_rate(mut self, rate: Option<ReadRate>) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// The next stream event. Cancel-safe: the awaits are the rate limit's pause and the
+    /// socket read, and bytes are handed to the parser only after a read completes.
     pub async fn next_event(&mut self) -> Result<StreamEvent, ReadFailure> {
         loop {
             if let Some(event) = self.reader.next_event()? {
                 return Ok(event);
+            }
+            if let Some(wait) = self.rate.as_mut().and_then(ReadRate::wait) {
+                tokio::time::sleep(wait).await;
             }
             // The buffer lives only while a read is pending, so idle sessions between
             // reads hold no read buffer beyond this allocation's capacity.
@@ -166,6 +179,9 @@ impl XmppStream {
             let n = self.transport.read(&mut self.read_buf).await?;
             if n == 0 {
                 return Err(ReadFailure::Eof);
+            }
+            if let Some(rate) = &mut self.rate {
+                rate.spend(n);
             }
             self.last_activity = Instant::now();
             self.reader.feed(&self.read_buf[..n]);

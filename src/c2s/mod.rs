@@ -63,6 +63,8 @@ pub struct C2sShared {
     pub tasks: TaskTracker,
     /// Bounds concurrent connections.
     pub connections: Arc<Semaphore>,
+    /// Bounds concurrent TCP connections per IP address.
+    pub per_ip: crate::rate::ConnectionsPerIp,
     /// Sessions a new connection can resume (XEP-0198).
     pub resumes: ResumeTable,
 }
@@ -70,6 +72,12 @@ pub struct C2sShared {
 impl C2sShared {
     fn limits(&self) -> Limits {
         Limits { max_stanza_bytes: self.config.limits.max_stanza_bytes, max_depth: self.config.limits.max_depth }
+    }
+
+    /// A fresh read-rate bucket for a client stream.
+    fn read_rate(&self) -> Option<crate::rate::ReadRate> {
+        let limits = &self.config.limits;
+        crate::rate::ReadRate::new(limits.c2s_bytes_per_second, limits.c2s_burst_bytes, "c2s")
     }
 }
 
@@ -111,16 +119,38 @@ pub async fn serve(listener: TcpListener, kind: ListenerKind, shared: Arc<C2sSha
             }
         };
         let _ = tcp.set_nodelay(true);
+        let Some(slot) = shared.per_ip.open(peer.ip()) else {
+            crate::metrics::connection_refused_per_ip("c2s");
+            tracing::info!(%peer, "refused: too many connections from this address");
+            shared.tasks.spawn(refuse_over_ip_limit(tcp, kind));
+            continue;
+        };
         let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
         let shared = shared.clone();
         shared.tasks.clone().spawn(
             async move {
                 handle_connection(tcp, peer, kind, &shared).await;
-                drop(permit);
+                drop((permit, slot));
             }
             .instrument(span),
         );
     }
+}
+
+/// Tells a client over `[limits] connections_per_ip` why it is turned away (RFC 6120
+/// §4.9.3.12 `policy-violation`, after a stream header of our own, §4.9.1.1); a direct
+/// TLS connection is only closed, as nothing can be said before the handshake.
+async fn refuse_over_ip_limit(mut tcp: TcpStream, kind: ListenerKind) {
+    use tokio::io::AsyncWriteExt;
+    if kind == ListenerKind::StartTls {
+        let refusal = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+            xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:error>\
+            <policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+            <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many connections from your address</text>\
+            </stream:error></stream:stream>";
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(refusal.as_bytes())).await;
+    }
+    let _ = tcp.shutdown().await;
 }
 
 async fn handle_connection(tcp: TcpStream, peer: SocketAddr, kind: ListenerKind, shared: &C2sShared) {

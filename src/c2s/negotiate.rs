@@ -98,7 +98,7 @@ pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2s
                 }
             }
         };
-        let stream = XmppStream::new(transport, peer, shared.limits());
+        let stream = XmppStream::new(transport, peer, shared.limits()).with_read_rate(shared.read_rate());
         negotiation.run(stream).await
     })
     .await;
@@ -357,7 +357,8 @@ impl Negotiation<'_> {
             }
         };
         self.cb = binding_of(tls.get_ref().1, self.shared);
-        Ok(XmppStream::new(Transport::Tls(Box::new(tls)), peer, self.shared.limits()))
+        Ok(XmppStream::new(Transport::Tls(Box::new(tls)), peer, self.shared.limits())
+            .with_read_rate(self.shared.read_rate()))
     }
 
     /// One SASL exchange (RFC 6120 §6.4). `Ok(true)` on success (already answered).

@@ -68,7 +68,7 @@ pub(super) async fn handle(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, kind
         verified_tx,
         verified_rx,
     };
-    let mut stream = XmppStream::new(transport, peer, session.s2s.limits());
+    let mut stream = XmppStream::new(transport, peer, session.s2s.limits()).with_read_rate(session.s2s.read_rate());
     loop {
         match session.stream(&mut stream).await {
             Next::Restart => stream.reset(),
@@ -76,7 +76,10 @@ pub(super) async fn handle(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, kind
                 let Transport::Plain(tcp) = stream.into_transport() else { return };
                 let accept = TlsAcceptor::from(session.s2s.tls_starttls.clone()).accept(tcp);
                 match tokio::time::timeout(session.s2s.negotiation_timeout(), accept).await {
-                    Ok(Ok(tls)) => stream = XmppStream::new(Transport::Tls(Box::new(tls)), peer, session.s2s.limits()),
+                    Ok(Ok(tls)) => {
+                        stream = XmppStream::new(Transport::Tls(Box::new(tls)), peer, session.s2s.limits())
+                            .with_read_rate(session.s2s.read_rate());
+                    }
                     _ => return tracing::debug!("STARTTLS handshake failed"),
                 }
             }

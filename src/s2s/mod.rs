@@ -113,6 +113,12 @@ impl S2s {
         Limits { max_stanza_bytes: self.config.limits.max_stanza_bytes, max_depth: self.config.limits.max_depth }
     }
 
+    /// A fresh read-rate bucket for an incoming stream.
+    fn read_rate(&self) -> Option<crate::rate::ReadRate> {
+        let limits = &self.config.limits;
+        crate::rate::ReadRate::new(limits.s2s_bytes_per_second, limits.s2s_burst_bytes, "s2s")
+    }
+
     fn is_local(&self, domain: &str) -> bool {
         (self.local_domains)(domain)
     }

@@ -1,0 +1,70 @@
+//! Per-peer limits over real sockets: a client sending faster than
+//! `[limits] c2s_bytes_per_second` is read more slowly, not cut off, and everything it
+//! sent arrives, while another client is served meanwhile; connections beyond
+//! `[limits] connections_per_ip` get a `policy-violation` stream error.
+
+mod common;
+
+use common::{Conn, TestServer};
+
+fn throttled_reads() -> u64 {
+    let text = starling::metrics::handle().render();
+    text.lines()
+        .find(|l| l.starts_with("starling_read_throttled_total{kind=\"c2s\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_slowed_down_and_loses_nothing() {
+    let server = TestServer::start_with(|config| {
+        config.limits.c2s_bytes_per_second = 20_000;
+        config.limits.c2s_burst_bytes = 20_000;
+    })
+    .await;
+    server.add_user("flood", "pw").await;
+    server.add_user("calm", "pw").await;
+    let mut flood = server.login("flood", "f").await;
+    let mut calm = server.login("calm", "c").await;
+    let before = throttled_reads();
+
+    // About 60 KB at once: three times the burst.
+    let padding = "x".repeat(500);
+    let mut burst = String::new();
+    for i in 0..120 {
+        burst.push_str(&format!(
+            "<message to='calm@localhost/c' type='chat' id='f{i}'><body>{i} {padding}</body></message>"
+        ));
+    }
+    flood.send(&burst).await;
+    // The other client is served while the flood is read slowly.
+    let (pong, early) = calm.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    assert_eq!(pong.attr("type"), Some("result"));
+    let mut ids: Vec<String> =
+        early.iter().filter(|s| s.name() == "message").map(|m| m.attr("id").unwrap_or_default().to_owned()).collect();
+    while ids.len() < 120 {
+        let message = calm.recv_message().await;
+        ids.push(message.attr("id").unwrap_or_default().to_owned());
+    }
+    assert_eq!(ids, (0..120).map(|i| format!("f{i}")).collect::<Vec<_>>(), "all of it, in order");
+    assert!(throttled_reads() > before, "the flood was paced");
+    // Still connected.
+    let (pong, _) = flood.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    assert_eq!(pong.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_address_limit_are_refused() {
+    let server = TestServer::start_with(|config| {
+        config.limits.connections_per_ip = 2;
+        config.limits.connections_per_ip_exempt = Vec::new();
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let _first = server.login("alice", "one").await;
+    let _second = server.login("alice", "two").await;
+    let mut third = Conn::tcp(server.addr()).await;
+    third.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>").await;
+    assert_eq!(third.stream_error().await.as_deref(), Some("policy-violation"));
+}
