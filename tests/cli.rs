@@ -214,7 +214,7 @@ fn register_token_prints_a_stored_token() {
     assert_eq!(starling(config, &["register", "token", "--host", "elsewhere"], None).status.code(), Some(1));
     assert_eq!(starling(config, &["register", "token", "--uses", "0"], None).status.code(), Some(1));
 
-    // The token is in the database, with its uses and expiry.
+    // The token is in the database (as its digest), with its uses and expiry.
     let db = starling_api::Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display()), 1).expect("db");
     let found = db
         .run_blocking(|c| {
@@ -224,7 +224,10 @@ fn register_token_prints_a_stored_token() {
                     starling_mod_register::store::register_tokens::host,
                     starling_mod_register::store::register_tokens::uses_left,
                 ))
-                .filter(starling_mod_register::store::register_tokens::token.eq(token))
+                .filter(
+                    starling_mod_register::store::register_tokens::token
+                        .eq(starling_mod_register::store::digest(token)),
+                )
                 .first::<(String, i32)>(c)
         })
         .expect("stored");

@@ -14,6 +14,7 @@
 //! removal deletes every module's rows for the account (the same path as
 //! `starling user del`) and ends its sessions after the answer went out.
 
+pub mod invite;
 mod query;
 pub mod store;
 
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use starling_api::accounts::AccountError;
+use starling_api::adhoc::Access;
 use starling_api::jid::BareJid;
 use starling_api::preauth::PreAuthIq;
 use starling_api::tracing;
@@ -75,6 +77,11 @@ struct RegisterConfig {
     min_password_length: usize,
     /// Per-host policy: `[modules.register.hosts."example.org"] mode = "open"`.
     hosts: BTreeMap<String, HostConfig>,
+    /// How long new invites stay valid, in hours (default 168, a week).
+    invite_ttl_hours: u32,
+    /// Whether every user may create roster invites (XEP-0401 `urn:xmpp:invite#invite`);
+    /// administrators always may (default false).
+    users_may_invite: bool,
 }
 
 impl Default for RegisterConfig {
@@ -84,6 +91,8 @@ impl Default for RegisterConfig {
             registrations_per_ip_per_hour: 5,
             min_password_length: 8,
             hosts: BTreeMap::new(),
+            invite_ttl_hours: 168,
+            users_may_invite: false,
         }
     }
 }
@@ -99,6 +108,8 @@ struct HostConfig {
 struct Registration {
     config: RegisterConfig,
     recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// Invite tokens presented with XEP-0445 `<preauth/>`, per connection.
+    preauth: invite::Pending,
 }
 
 const WINDOW: Duration = Duration::from_secs(3600);
@@ -142,7 +153,8 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
             });
         }
     }
-    let state = Arc::new(Registration { config, recent: Mutex::new(HashMap::new()) });
+    let state =
+        Arc::new(Registration { config, recent: Mutex::new(HashMap::new()), preauth: invite::Pending::default() });
 
     reg.disco_feature(Scope::Server, NS_REGISTER);
     let s = state.clone();
@@ -160,7 +172,33 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         let s = state.clone();
         reg.iq_set::<RegisterQuery, _, _>(scope, move |ctx, req| change(ctx, s.clone(), req));
     }
+    let s = state.clone();
+    reg.pre_auth_iq_set::<invite::Preauth, _, _>(move |ctx, req| preauth(ctx, s.clone(), req));
+    for scope in [Scope::OwnAccount, Scope::Server] {
+        reg.iq_set::<invite::Preauth, _, _>(scope, invite::preauth_logged_in);
+    }
+    let s = state.clone();
+    reg.adhoc_command(invite::NODE_INVITE, "Invite", Access::LocalUser, move |ctx, req| {
+        invite::invite_command(ctx, s.clone(), req)
+    });
+    let s = state.clone();
+    reg.adhoc_command(invite::NODE_CREATE_ACCOUNT, "Create account invite", Access::Admin, move |ctx, req| {
+        invite::create_account_command(ctx, s.clone(), req)
+    });
     Ok(())
+}
+
+/// XEP-0445 §3: a client without an account presents an invite token before
+/// registering; a usable one is remembered for its connection.
+async fn preauth(ctx: Context, state: Arc<Registration>, req: PreAuthIq<invite::Preauth>) -> IqResult {
+    let token = req.payload.token;
+    let t = token.clone();
+    let found = ctx.db().run(move |c| store::find(c, &t, now_ms())).await.map_err(internal)?;
+    if found.is_none_or(|invite| invite.host != req.host) {
+        return Err(error(ErrorType::Cancel, DefinedCondition::ItemNotFound));
+    }
+    state.preauth.put(req.connection, token);
+    Ok(None)
 }
 
 /// Invite tokens belong to a host, not to an account: nothing to forget.
@@ -231,10 +269,13 @@ fn account_error(err: AccountError) -> StanzaError {
 /// §3.1: a new account, before authentication.
 async fn register(ctx: Context, state: Arc<Registration>, req: PreAuthIq<RegisterQuery>) -> IqResult {
     let mode = state.mode(&req.host);
-    if mode == Mode::Closed {
+    let query = req.payload;
+    // An invite (in the form, or from XEP-0445 `<preauth/>` earlier on this stream)
+    // opens registration on any host.
+    let token = query.token.clone().or_else(|| state.preauth.take(req.connection));
+    if mode == Mode::Closed && token.is_none() {
         return Err(error(ErrorType::Cancel, DefinedCondition::ServiceUnavailable));
     }
-    let query = req.payload;
     if query.remove {
         // §3.2 needs an authenticated stream.
         return Err(error(ErrorType::Auth, DefinedCondition::NotAuthorized));
@@ -244,22 +285,23 @@ async fn register(ctx: Context, state: Arc<Registration>, req: PreAuthIq<Registe
     };
     let jid = account(&username, &req.host)?;
     check_password(&state, &password)?;
-    let token = match mode {
-        Mode::InviteToken => Some(query.token.ok_or_else(|| not_acceptable("an invite token is required"))?),
-        _ => None,
-    };
+    if mode == Mode::InviteToken && token.is_none() {
+        return Err(not_acceptable("an invite token is required"));
+    }
     if !state.allowed(req.peer) {
         return Err(error(ErrorType::Wait, DefinedCondition::ResourceConstraint));
     }
     if ctx.accounts().get(&jid).await.map_err(internal)?.is_some() {
         return Err(error(ErrorType::Cancel, DefinedCondition::Conflict));
     }
+    let mut invite = None;
     if let Some(token) = &token {
         let (host, token) = (req.host.clone(), token.clone());
         let spent = ctx.db().run(move |c| store::spend(c, &host, &token, now_ms())).await.map_err(internal)?;
-        if !spent {
+        if spent.is_none() {
             return Err(not_acceptable("the invite token is unknown, used up or expired"));
         }
+        invite = spent;
     }
     if let Err(err) = ctx.accounts().create(&jid, &password).await {
         if let Some(token) = token {
@@ -271,6 +313,9 @@ async fn register(ctx: Context, state: Arc<Registration>, req: PreAuthIq<Registe
     }
     state.record(req.peer);
     tracing::info!(%jid, ip = %req.peer, "account registered in-band");
+    if let Some(invite) = invite {
+        invite::apply(&ctx, &invite, &jid).await;
+    }
     Ok(None)
 }
 
@@ -326,7 +371,7 @@ mod tests {
 
     fn state(limit: u32) -> Registration {
         let config = RegisterConfig { registrations_per_ip_per_hour: limit, ..RegisterConfig::default() };
-        Registration { config, recent: Mutex::new(HashMap::new()) }
+        Registration { config, recent: Mutex::new(HashMap::new()), preauth: invite::Pending::default() }
     }
 
     #[test]
@@ -364,11 +409,12 @@ mod tests {
     fn hosts_default_to_the_module_mode() {
         let config: RegisterConfig =
             toml::from_str("mode = \"open\"\n[hosts.\"b.example\"]\nmode = \"invite-token\"\n").expect("config");
-        let state = Registration { config, recent: Mutex::new(HashMap::new()) };
+        let state = Registration { config, recent: Mutex::new(HashMap::new()), preauth: invite::Pending::default() };
         assert_eq!(state.mode("a.example"), Mode::Open);
         assert_eq!(state.mode("b.example"), Mode::InviteToken);
         assert_eq!(
-            Registration { config: RegisterConfig::default(), recent: Mutex::default() }.mode("x"),
+            Registration { config: RegisterConfig::default(), recent: Mutex::default(), preauth: Default::default() }
+                .mode("x"),
             Mode::Closed
         );
     }
