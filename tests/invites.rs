@@ -2,11 +2,13 @@
 //! `<preauth/>` opens in-band registration on a closed host, XEP-0379 roster invites
 //! make the inviter and the invitee subscribed both ways (new and existing accounts),
 //! spent, expired and unknown tokens are refused, and users may only invite when
-//! allowed.
+//! allowed. The landing page shows the invite (and renders in headless Chromium) and
+//! its form creates the account.
 
 mod common;
 
-use common::{Client, Conn, HOST, TestServer};
+use common::{Client, Conn, HOST, TestServer, http};
+use hyper::Request;
 use minidom::Element;
 
 const NS_REGISTER: &str = "jabber:iq:register";
@@ -18,6 +20,7 @@ async fn server(settings: &str) -> TestServer {
     let value: toml::Value = toml::from_str(settings).expect("register settings");
     let server = TestServer::start_with(move |c| {
         c.server.admins = vec!["admin@localhost".into()];
+        c.http.listen = vec!["127.0.0.1:0".parse().expect("addr")];
         c.modules.settings.insert("register".into(), value);
     })
     .await;
@@ -182,4 +185,84 @@ async fn an_expired_invite_is_refused() {
     assert_eq!((pre.as_str(), reg.as_str()), ("item-not-found", "service-unavailable"));
     let mut conn = secured(&server).await;
     assert!(conn.auth("late", "long enough").await.is_err());
+}
+
+/// The path of a landing URL.
+fn path_of(url: &str) -> String {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    rest[rest.find('/').expect("path")..].to_owned()
+}
+
+async fn post_form(server: &TestServer, path: &str, body: &str) -> http::Reply {
+    let request = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", body.len())
+        .body(axum::body::Body::from(body.to_owned()))
+        .expect("request");
+    http::request(server.http_addr(), request).await
+}
+
+#[tokio::test]
+async fn the_landing_page_shows_the_invite_and_its_form_creates_the_account() {
+    let server = server("users_may_invite = true").await;
+    let mut bob = server.login("bob", "phone").await;
+    let fields = execute(&mut bob, INVITE).await.expect("invite");
+    let (uri, landing) = (value(&fields, "uri").to_owned(), value(&fields, "landing-url").to_owned());
+    assert_eq!(landing, format!("http://localhost:{}/invite/{}", server.http_addr().port(), token_of(&uri)));
+
+    let page = http::get(server.http_addr(), &path_of(&landing), &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").starts_with("text/html"), "{}", page.header("content-type"));
+    let html = page.text();
+    assert!(html.contains(&format!("href=\"{uri}\"")), "{html}");
+    assert!(html.contains("bob@localhost invites you"), "{html}");
+    assert!(html.contains("conversations.im") && html.contains("<form method=\"post\""), "{html}");
+
+    let short = post_form(&server, &path_of(&landing), "username=juliet&password=short").await;
+    assert_eq!(short.status, 200);
+    assert!(short.text().contains("at least 8 characters"), "{}", short.text());
+    let created = post_form(&server, &path_of(&landing), "username=Juliet&password=long+enough").await;
+    assert_eq!(created.status, 200);
+    assert!(created.text().contains("juliet@localhost"), "{}", created.text());
+
+    let mut juliet = Client::login(server.addr(), "juliet", "long enough", Some("web")).await;
+    assert_eq!(subscription(&mut juliet, "bob@localhost").await.as_deref(), Some("both"));
+    assert_eq!(subscription(&mut bob, "juliet@localhost").await.as_deref(), Some("both"));
+
+    // Spent: the page says so, and the form creates nothing.
+    assert_eq!(http::get(server.http_addr(), &path_of(&landing), &[]).await.status, 404);
+    assert_eq!(post_form(&server, &path_of(&landing), "username=nora&password=long+enough").await.status, 404);
+    assert_eq!(http::get(server.http_addr(), "/invite/%3Cscript%3E", &[]).await.status, 404);
+}
+
+/// Headless Chromium renders the landing page (screenshot in target/artefacts); under
+/// CI a missing browser is a failure.
+#[tokio::test]
+async fn the_landing_page_renders_in_headless_chromium() {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    if !common::peers::installed(CHROMIUM) {
+        return;
+    }
+    let server = server("mode = 'closed'").await;
+    let mut admin = server.login("admin", "laptop").await;
+    let fields = execute(&mut admin, INVITE).await.expect("invite");
+    let landing = value(&fields, "landing-url").to_owned();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artefacts");
+    std::fs::create_dir_all(&dir).expect("artefacts dir");
+    let shot = dir.join("invite.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().expect("profile dir");
+    let run = tokio::process::Command::new(CHROMIUM)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors", "--window-size=800,900"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&landing)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("chromium runs");
+    assert!(run.status.success(), "chromium: {}", String::from_utf8_lossy(&run.stderr));
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
 }

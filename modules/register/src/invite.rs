@@ -85,7 +85,7 @@ impl Pending {
 }
 
 /// Percent-encoding for a URI query value or path segment (RFC 3986 unreserved kept).
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

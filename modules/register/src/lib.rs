@@ -17,6 +17,7 @@
 pub mod invite;
 mod query;
 pub mod store;
+mod web;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -172,6 +173,8 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         let s = state.clone();
         reg.iq_set::<RegisterQuery, _, _>(scope, move |ctx, req| change(ctx, s.clone(), req));
     }
+    let s = state.clone();
+    reg.http_routes(move |ctx| Ok(web::routes(ctx, s.clone())));
     let s = state.clone();
     reg.pre_auth_iq_set::<invite::Preauth, _, _>(move |ctx, req| preauth(ctx, s.clone(), req));
     for scope in [Scope::OwnAccount, Scope::Server] {
