@@ -105,8 +105,12 @@ pub fn uri(invite: &Invite, token: &str) -> String {
 
 /// The landing page of an invite, when there is an HTTP listener.
 pub fn landing_url(ctx: &Context, token: &str) -> Option<String> {
-    let base = ctx.server().http_url.as_deref()?;
-    Some(format!("{}/invite/{}", base.trim_end_matches('/'), encode(token)))
+    Some(landing_url_at(ctx.server().http_url.as_deref()?, token))
+}
+
+/// The landing page of an invite under the HTTP listener's public URL `base`.
+pub fn landing_url_at(base: &str, token: &str) -> String {
+    format!("{}/invite/{}", base.trim_end_matches('/'), encode(token))
 }
 
 /// RFC 3339 time (UTC) of a ms timestamp, for the `expire` field.
