@@ -13,6 +13,11 @@
 //! Accounts are created, re-keyed and deleted through the core's account service, so a
 //! removal deletes every module's rows for the account (the same path as
 //! `starling user del`) and ends its sessions after the answer went out.
+//!
+//! Invitations live here too (see [`invite`] and the landing page in `web`): XEP-0401
+//! ad-hoc commands create invites, XEP-0445 `<preauth/>` lets an invited client
+//! register even on a closed host, and XEP-0379 roster invites subscribe the inviter
+//! and the invitee both ways.
 
 pub mod invite;
 mod query;
@@ -41,8 +46,13 @@ use query::{NS_REGISTER, RegisterQuery};
 /// The module.
 pub static MODULE: ModuleSpec = ModuleSpec {
     name: "register",
-    summary: "XEP-0077 In-Band Registration (per host: closed, open or invite-token)",
-    specs: &[SpecSupport { spec: Spec::Xep(77), version: "2.4", status: Support::Complete, features: &[NS_REGISTER] }],
+    summary: "XEP-0077 In-Band Registration (per host: closed, open or invite-token) and invitations (XEP-0401, XEP-0379, XEP-0445)",
+    specs: &[
+        SpecSupport { spec: Spec::Xep(77), version: "2.4", status: Support::Complete, features: &[NS_REGISTER] },
+        SpecSupport { spec: Spec::Xep(379), version: "0.3.3", status: Support::Complete, features: &[] },
+        SpecSupport { spec: Spec::Xep(401), version: "0.5.0", status: Support::Partial, features: &[] },
+        SpecSupport { spec: Spec::Xep(445), version: "0.2.0", status: Support::Complete, features: &[] },
+    ],
     migrations: Some(&MIGRATIONS),
     forget_user: Some(forget_user),
     start,
