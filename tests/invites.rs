@@ -165,6 +165,12 @@ async fn an_existing_user_presenting_a_roster_invite_becomes_a_contact() {
 async fn users_may_not_invite_unless_allowed() {
     let server = server("mode = 'closed'").await;
     let mut bob = server.login("bob", "phone").await;
+    let (items, _) = bob
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{HOST}'><query xmlns='http://jabber.org/protocol/disco#items' node='{COMMANDS}'/></iq>"
+        ))
+        .await;
+    assert!(!format!("{items:?}").contains(INVITE), "offered: {items:?}");
     assert_eq!(execute(&mut bob, INVITE).await, Err("forbidden".to_owned()));
     assert!(execute(&mut bob, CREATE_ACCOUNT).await.is_err(), "admin-only");
     let mut admin = server.login("admin", "laptop").await;

@@ -182,15 +182,13 @@ fn result_form(ctx: &Context, invite: &Invite, token: &str) -> DataForm {
 }
 
 /// XEP-0401 §4.1 `urn:xmpp:invite#invite`: a roster invite from the requester (who
-/// may also let the invitee register an account here).
+/// may also let the invitee register an account here). Offered to every user only
+/// with `users_may_invite`, else to administrators (the ad-hoc module refuses others).
 pub(crate) async fn invite_command(
     ctx: Context,
     state: std::sync::Arc<Registration>,
     req: CommandRequest,
 ) -> Result<CommandStep, StanzaError> {
-    if !state.config.users_may_invite && !ctx.is_admin(&req.from) {
-        return Err(error(ErrorType::Auth, DefinedCondition::Forbidden));
-    }
     let from = req.from.to_bare();
     if from.domain().as_str() != req.host {
         return Err(error(ErrorType::Cancel, DefinedCondition::NotAllowed));

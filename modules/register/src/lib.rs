@@ -190,8 +190,10 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
     for scope in [Scope::OwnAccount, Scope::Server] {
         reg.iq_set::<invite::Preauth, _, _>(scope, invite::preauth_logged_in);
     }
+    // Users who may not invite do not even see the command.
+    let access = if state.config.users_may_invite { Access::LocalUser } else { Access::Admin };
     let s = state.clone();
-    reg.adhoc_command(invite::NODE_INVITE, "Invite", Access::LocalUser, move |ctx, req| {
+    reg.adhoc_command(invite::NODE_INVITE, "Invite", access, move |ctx, req| {
         invite::invite_command(ctx, s.clone(), req)
     });
     let s = state.clone();
