@@ -117,8 +117,13 @@ async fn an_admin_account_invite_opens_registration_on_a_closed_host_once() {
     assert!(value(&fields, "expire").ends_with('Z'), "{fields:?}");
     let token = token_of(uri);
 
-    // Without the key the closed host refuses.
-    let mut conn = secured(&server).await;
+    // Without the key the closed host refuses; it announces the invite path only.
+    let mut conn = Conn::tcp(server.addr()).await;
+    conn.open().await;
+    let features = conn.starttls().await;
+    assert!(features.get_child("register", "urn:xmpp:ibr-token:0").is_some(), "{features:?}");
+    assert!(features.get_child("register", "urn:xmpp:invite").is_some(), "{features:?}");
+    assert!(features.get_child("register", "http://jabber.org/features/iq-register").is_none(), "{features:?}");
     assert_eq!(condition(&iq(&mut conn, &register_request("juliet", "long enough")).await), "service-unavailable");
 
     assert_eq!(register_with(&server, &token, "juliet").await, (String::new(), String::new()));

@@ -23,6 +23,8 @@ use crate::{Registration, error, internal, now_ms};
 
 /// XEP-0445 §3: the pre-authenticated registration key element.
 pub const NS_PARS: &str = "urn:xmpp:pars:0";
+/// The pre-authentication stream features announcing `<preauth/>` before registration.
+pub const FEATURES: &str = "<register xmlns='urn:xmpp:invite'/><register xmlns='urn:xmpp:ibr-token:0'/>";
 /// XEP-0401 §4: create an invite (a roster invite from the requester).
 pub const NODE_INVITE: &str = "urn:xmpp:invite#invite";
 /// XEP-0401 §4: create an account invite (administrators).

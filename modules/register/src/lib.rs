@@ -183,6 +183,9 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         let s = state.clone();
         reg.iq_set::<RegisterQuery, _, _>(scope, move |ctx, req| change(ctx, s.clone(), req));
     }
+    // XEP-0445 §3 (and the older `urn:xmpp:invite` name clients still look for): the
+    // invite path, open on every host, closed ones included.
+    reg.pre_auth_stream_feature(|_, _| Some(invite::FEATURES.to_owned()));
     let s = state.clone();
     reg.http_routes(move |ctx| Ok(web::routes(ctx, s.clone())));
     let s = state.clone();
