@@ -47,12 +47,36 @@ pub enum Command {
     /// In-band registration (XEP-0077).
     #[command(subcommand)]
     Register(RegisterCommand),
+    /// Invitations (XEP-0401, XEP-0379).
+    #[command(subcommand)]
+    Invite(InviteCommand),
+}
+
+/// `starling invite …`
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Create an invite and print its `xmpp:` URI and landing page URL: an account
+    /// invite, or with --user a roster invite from that account.
+    Create {
+        /// The host the account is created on [default: the first host, or --user's].
+        #[arg(long)]
+        host: Option<String>,
+        /// The inviting account: whoever uses the invite becomes its contact.
+        #[arg(long)]
+        user: Option<String>,
+        /// How many times it can be used.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it is valid, in hours.
+        #[arg(long, default_value_t = 168)]
+        valid_hours: u32,
+    },
 }
 
 /// `starling register …`
 #[derive(Debug, Subcommand)]
 pub enum RegisterCommand {
-    /// Issue an invite token for hosts in `invite-token` mode and print it.
+    /// Issue an account invite token and print it (the token of `starling invite create`).
     Token {
         /// The host it is good for [default: the first host].
         #[arg(long)]
@@ -282,6 +306,66 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
             let (uses, expires) = (*uses, now + i64::from(*valid_hours) * 3_600_000);
             let token = db.run(move |c| starling_mod_register::store::issue(c, &host, uses, now, expires)).await?;
             println!("{token}");
+        }
+        Command::Invite(InviteCommand::Create { host, user, uses, valid_hours }) => {
+            use starling_mod_register::{invite, store};
+            if !config.modules.enabled.iter().any(|m| m == "register") {
+                bail!("the register module is not enabled: invites would not be accepted");
+            }
+            let creator = match user {
+                Some(user) => {
+                    let jid = account_jid(user, hosts)?;
+                    let (h, u) = (jid.domain().to_string(), jid.node().map(|n| n.to_string()).unwrap_or_default());
+                    if db.run(move |c| accounts::get(c, &h, &u)).await?.is_none() {
+                        bail!("{jid}: no such account");
+                    }
+                    Some(jid)
+                }
+                None => None,
+            };
+            let host = match (host, &creator) {
+                (Some(host), _) if hosts.contains(host) => host.clone(),
+                (Some(host), _) => bail!("{host} is not a host of this server"),
+                (None, Some(jid)) => jid.domain().to_string(),
+                (None, None) => hosts.first().cloned().context("the config lists no hosts")?,
+            };
+            if *uses == 0 {
+                bail!("--uses must be at least 1");
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let kind = if creator.is_some() { store::Kind::Roster } else { store::Kind::Register };
+            let stored = store::Invite {
+                host: host.clone(),
+                creator: creator.map(|c| c.to_string()),
+                kind,
+                uses_left: i32::try_from(*uses).unwrap_or(i32::MAX),
+                expires_at: now + i64::from(*valid_hours) * 3_600_000,
+            };
+            let (new, uses) = (stored.clone(), *uses);
+            let token = db
+                .run(move |c| {
+                    store::create(
+                        c,
+                        &store::NewInvite {
+                            host: &new.host,
+                            creator: new.creator.as_deref(),
+                            kind,
+                            uses,
+                            now_ms: now,
+                            expires_at_ms: new.expires_at,
+                        },
+                    )
+                })
+                .await?;
+            println!("{}", invite::uri(&stored, &token));
+            if config.http.public_url.is_empty() {
+                eprintln!("no landing page URL: set [http] public_url");
+            } else {
+                println!("{}", invite::landing_url_at(&config.http.public_url, &token));
+            }
         }
         Command::Serve | Command::CheckConfig | Command::Modules | Command::Doap => {}
     }

@@ -214,7 +214,7 @@ fn register_token_prints_a_stored_token() {
     assert_eq!(starling(config, &["register", "token", "--host", "elsewhere"], None).status.code(), Some(1));
     assert_eq!(starling(config, &["register", "token", "--uses", "0"], None).status.code(), Some(1));
 
-    // The token is in the database, with its uses and expiry.
+    // The token is in the database (as its digest), with its uses and expiry.
     let db = starling_api::Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display()), 1).expect("db");
     let found = db
         .run_blocking(|c| {
@@ -224,9 +224,46 @@ fn register_token_prints_a_stored_token() {
                     starling_mod_register::store::register_tokens::host,
                     starling_mod_register::store::register_tokens::uses_left,
                 ))
-                .filter(starling_mod_register::store::register_tokens::token.eq(token))
+                .filter(
+                    starling_mod_register::store::register_tokens::token
+                        .eq(starling_mod_register::store::digest(token)),
+                )
                 .first::<(String, i32)>(c)
         })
         .expect("stored");
     assert_eq!(found, ("localhost".to_owned(), 3));
+}
+
+#[test]
+fn invite_create_prints_the_uri_and_landing_url() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config =
+        write_config(dir.path(), "[http]\npublic_url = \"https://chat.example/\"\n").to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&config).expect("read").replace("\"ping\"]", "\"ping\", \"register\"]");
+    std::fs::write(&config, text).expect("write");
+    let config = Path::new(&config);
+
+    let account = starling(config, &["invite", "create"], None);
+    assert!(account.status.success(), "{}", String::from_utf8_lossy(&account.stderr));
+    let lines: Vec<String> = stdout(&account).lines().map(str::to_owned).collect();
+    let token = lines[0].strip_prefix("xmpp:localhost?register;preauth=").expect("an account URI").to_owned();
+    assert_eq!(lines[1], format!("https://chat.example/invite/{token}"));
+
+    assert_eq!(starling(config, &["invite", "create", "--user", "alice@localhost"], None).status.code(), Some(1));
+    let added = starling(config, &["user", "add", "alice@localhost"], Some("a password\n"));
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let roster = starling(config, &["invite", "create", "--user", "alice@localhost", "--uses", "2"], None);
+    assert!(roster.status.success(), "{}", String::from_utf8_lossy(&roster.stderr));
+    let uri = stdout(&roster).lines().next().expect("uri").to_owned();
+    let token = uri
+        .strip_prefix("xmpp:alice@localhost?roster;preauth=")
+        .and_then(|rest| rest.strip_suffix(";ibr=y"))
+        .expect("a roster URI")
+        .to_owned();
+
+    let db = starling_api::Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display()), 1).expect("db");
+    let found =
+        db.run_blocking(move |c| starling_mod_register::store::find(c, &token, 0)).expect("stored").expect("usable");
+    assert_eq!(found.creator.as_deref(), Some("alice@localhost"));
+    assert_eq!((found.kind, found.uses_left), (starling_mod_register::store::Kind::Roster, 2));
 }

@@ -328,6 +328,7 @@ impl Negotiation<'_> {
         let request = PreAuthIq {
             host,
             peer: stream.peer.ip(),
+            connection: stream.peer,
             id: iq.id().unwrap_or_default().to_owned(),
             lang: iq.attr("xml:lang").map(str::to_owned),
             payload,

@@ -10,7 +10,7 @@
 //! (RFC 6120 §4.9.3.12).
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use minidom::Element;
@@ -24,6 +24,10 @@ pub struct PreAuthIq<P> {
     pub host: String,
     /// The client's address (for rate limits).
     pub peer: IpAddr,
+    /// The client's address and port: tells one connection from another, so a module
+    /// can keep what an earlier request on the same stream established (XEP-0445's
+    /// `<preauth/>` before a XEP-0077 registration).
+    pub connection: SocketAddr,
     /// The request id, echoed in the reply.
     pub id: String,
     /// `xml:lang` of the request, if any.
@@ -48,9 +52,9 @@ where
     Fut: Future<Output = IqResult> + Send + 'static,
 {
     Arc::new(move |ctx, req: PreAuthIq<Element>| {
-        let PreAuthIq { host, peer, id, lang, payload } = req;
+        let PreAuthIq { host, peer, connection, id, lang, payload } = req;
         match P::try_from(payload) {
-            Ok(payload) => Box::pin(handler(ctx, PreAuthIq { host, peer, id, lang, payload })),
+            Ok(payload) => Box::pin(handler(ctx, PreAuthIq { host, peer, connection, id, lang, payload })),
             Err(_) => Box::pin(std::future::ready(Err(crate::stanza_error(
                 xmpp_parsers::stanza_error::ErrorType::Modify,
                 xmpp_parsers::stanza_error::DefinedCondition::BadRequest,

@@ -51,4 +51,15 @@ pub trait RosterService: Send + Sync {
         ctx: &Context,
         account: &BareJid,
     ) -> BoxFuture<'static, Result<Vec<(BareJid, RosterContact)>, StorageError>>;
+
+    /// Makes `a` and `b` (both local accounts) subscribed to each other's presence
+    /// (`both` on each side, XEP-0379's pre-authenticated subscription), adding each to
+    /// the other's roster if needed and pushing the changed items to interested
+    /// resources.
+    fn subscribe_mutually(
+        &self,
+        ctx: &Context,
+        a: &BareJid,
+        b: &BareJid,
+    ) -> BoxFuture<'static, Result<(), StorageError>>;
 }

@@ -13,9 +13,16 @@
 //! Accounts are created, re-keyed and deleted through the core's account service, so a
 //! removal deletes every module's rows for the account (the same path as
 //! `starling user del`) and ends its sessions after the answer went out.
+//!
+//! Invitations live here too (see [`invite`] and the landing page in `web`): XEP-0401
+//! ad-hoc commands create invites, XEP-0445 `<preauth/>` lets an invited client
+//! register even on a closed host, and XEP-0379 roster invites subscribe the inviter
+//! and the invitee both ways.
 
+pub mod invite;
 mod query;
 pub mod store;
+mod web;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -24,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use starling_api::accounts::AccountError;
+use starling_api::adhoc::Access;
 use starling_api::jid::BareJid;
 use starling_api::preauth::PreAuthIq;
 use starling_api::tracing;
@@ -38,8 +46,13 @@ use query::{NS_REGISTER, RegisterQuery};
 /// The module.
 pub static MODULE: ModuleSpec = ModuleSpec {
     name: "register",
-    summary: "XEP-0077 In-Band Registration (per host: closed, open or invite-token)",
-    specs: &[SpecSupport { spec: Spec::Xep(77), version: "2.4", status: Support::Complete, features: &[NS_REGISTER] }],
+    summary: "XEP-0077 In-Band Registration (per host: closed, open or invite-token) and invitations (XEP-0401, XEP-0379, XEP-0445)",
+    specs: &[
+        SpecSupport { spec: Spec::Xep(77), version: "2.4", status: Support::Complete, features: &[NS_REGISTER] },
+        SpecSupport { spec: Spec::Xep(379), version: "0.3.3", status: Support::Complete, features: &[] },
+        SpecSupport { spec: Spec::Xep(401), version: "0.5.0", status: Support::Partial, features: &[] },
+        SpecSupport { spec: Spec::Xep(445), version: "0.2.0", status: Support::Complete, features: &[] },
+    ],
     migrations: Some(&MIGRATIONS),
     forget_user: Some(forget_user),
     start,
@@ -75,6 +88,11 @@ struct RegisterConfig {
     min_password_length: usize,
     /// Per-host policy: `[modules.register.hosts."example.org"] mode = "open"`.
     hosts: BTreeMap<String, HostConfig>,
+    /// How long new invites stay valid, in hours (default 168, a week).
+    invite_ttl_hours: u32,
+    /// Whether every user may create roster invites (XEP-0401 `urn:xmpp:invite#invite`);
+    /// administrators always may (default false).
+    users_may_invite: bool,
 }
 
 impl Default for RegisterConfig {
@@ -84,6 +102,8 @@ impl Default for RegisterConfig {
             registrations_per_ip_per_hour: 5,
             min_password_length: 8,
             hosts: BTreeMap::new(),
+            invite_ttl_hours: 168,
+            users_may_invite: false,
         }
     }
 }
@@ -99,6 +119,8 @@ struct HostConfig {
 struct Registration {
     config: RegisterConfig,
     recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// Invite tokens presented with XEP-0445 `<preauth/>`, per connection.
+    preauth: invite::Pending,
 }
 
 const WINDOW: Duration = Duration::from_secs(3600);
@@ -142,7 +164,8 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
             });
         }
     }
-    let state = Arc::new(Registration { config, recent: Mutex::new(HashMap::new()) });
+    let state =
+        Arc::new(Registration { config, recent: Mutex::new(HashMap::new()), preauth: invite::Pending::default() });
 
     reg.disco_feature(Scope::Server, NS_REGISTER);
     let s = state.clone();
@@ -160,7 +183,40 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         let s = state.clone();
         reg.iq_set::<RegisterQuery, _, _>(scope, move |ctx, req| change(ctx, s.clone(), req));
     }
+    // XEP-0445 §3 (and the older `urn:xmpp:invite` name clients still look for): the
+    // invite path, open on every host, closed ones included.
+    reg.pre_auth_stream_feature(|_, _| Some(invite::FEATURES.to_owned()));
+    let s = state.clone();
+    reg.http_routes(move |ctx| Ok(web::routes(ctx, s.clone())));
+    let s = state.clone();
+    reg.pre_auth_iq_set::<invite::Preauth, _, _>(move |ctx, req| preauth(ctx, s.clone(), req));
+    for scope in [Scope::OwnAccount, Scope::Server] {
+        reg.iq_set::<invite::Preauth, _, _>(scope, invite::preauth_logged_in);
+    }
+    // Users who may not invite do not even see the command.
+    let access = if state.config.users_may_invite { Access::LocalUser } else { Access::Admin };
+    let s = state.clone();
+    reg.adhoc_command(invite::NODE_INVITE, "Invite", access, move |ctx, req| {
+        invite::invite_command(ctx, s.clone(), req)
+    });
+    let s = state.clone();
+    reg.adhoc_command(invite::NODE_CREATE_ACCOUNT, "Create account invite", Access::Admin, move |ctx, req| {
+        invite::create_account_command(ctx, s.clone(), req)
+    });
     Ok(())
+}
+
+/// XEP-0445 §3: a client without an account presents an invite token before
+/// registering; a usable one is remembered for its connection.
+async fn preauth(ctx: Context, state: Arc<Registration>, req: PreAuthIq<invite::Preauth>) -> IqResult {
+    let token = req.payload.token;
+    let t = token.clone();
+    let found = ctx.db().run(move |c| store::find(c, &t, now_ms())).await.map_err(internal)?;
+    if found.is_none_or(|invite| invite.host != req.host) {
+        return Err(error(ErrorType::Cancel, DefinedCondition::ItemNotFound));
+    }
+    state.preauth.put(req.connection, token);
+    Ok(None)
 }
 
 /// Invite tokens belong to a host, not to an account: nothing to forget.
@@ -231,10 +287,13 @@ fn account_error(err: AccountError) -> StanzaError {
 /// §3.1: a new account, before authentication.
 async fn register(ctx: Context, state: Arc<Registration>, req: PreAuthIq<RegisterQuery>) -> IqResult {
     let mode = state.mode(&req.host);
-    if mode == Mode::Closed {
+    let query = req.payload;
+    // An invite (in the form, or from XEP-0445 `<preauth/>` earlier on this stream)
+    // opens registration on any host.
+    let token = query.token.clone().or_else(|| state.preauth.take(req.connection));
+    if mode == Mode::Closed && token.is_none() {
         return Err(error(ErrorType::Cancel, DefinedCondition::ServiceUnavailable));
     }
-    let query = req.payload;
     if query.remove {
         // §3.2 needs an authenticated stream.
         return Err(error(ErrorType::Auth, DefinedCondition::NotAuthorized));
@@ -244,22 +303,23 @@ async fn register(ctx: Context, state: Arc<Registration>, req: PreAuthIq<Registe
     };
     let jid = account(&username, &req.host)?;
     check_password(&state, &password)?;
-    let token = match mode {
-        Mode::InviteToken => Some(query.token.ok_or_else(|| not_acceptable("an invite token is required"))?),
-        _ => None,
-    };
+    if mode == Mode::InviteToken && token.is_none() {
+        return Err(not_acceptable("an invite token is required"));
+    }
     if !state.allowed(req.peer) {
         return Err(error(ErrorType::Wait, DefinedCondition::ResourceConstraint));
     }
     if ctx.accounts().get(&jid).await.map_err(internal)?.is_some() {
         return Err(error(ErrorType::Cancel, DefinedCondition::Conflict));
     }
+    let mut invite = None;
     if let Some(token) = &token {
         let (host, token) = (req.host.clone(), token.clone());
         let spent = ctx.db().run(move |c| store::spend(c, &host, &token, now_ms())).await.map_err(internal)?;
-        if !spent {
+        if spent.is_none() {
             return Err(not_acceptable("the invite token is unknown, used up or expired"));
         }
+        invite = spent;
     }
     if let Err(err) = ctx.accounts().create(&jid, &password).await {
         if let Some(token) = token {
@@ -271,6 +331,9 @@ async fn register(ctx: Context, state: Arc<Registration>, req: PreAuthIq<Registe
     }
     state.record(req.peer);
     tracing::info!(%jid, ip = %req.peer, "account registered in-band");
+    if let Some(invite) = invite {
+        invite::apply(&ctx, &invite, &jid).await;
+    }
     Ok(None)
 }
 
@@ -326,7 +389,7 @@ mod tests {
 
     fn state(limit: u32) -> Registration {
         let config = RegisterConfig { registrations_per_ip_per_hour: limit, ..RegisterConfig::default() };
-        Registration { config, recent: Mutex::new(HashMap::new()) }
+        Registration { config, recent: Mutex::new(HashMap::new()), preauth: invite::Pending::default() }
     }
 
     #[test]
@@ -364,11 +427,12 @@ mod tests {
     fn hosts_default_to_the_module_mode() {
         let config: RegisterConfig =
             toml::from_str("mode = \"open\"\n[hosts.\"b.example\"]\nmode = \"invite-token\"\n").expect("config");
-        let state = Registration { config, recent: Mutex::new(HashMap::new()) };
+        let state = Registration { config, recent: Mutex::new(HashMap::new()), preauth: invite::Pending::default() };
         assert_eq!(state.mode("a.example"), Mode::Open);
         assert_eq!(state.mode("b.example"), Mode::InviteToken);
         assert_eq!(
-            Registration { config: RegisterConfig::default(), recent: Mutex::default() }.mode("x"),
+            Registration { config: RegisterConfig::default(), recent: Mutex::default(), preauth: Default::default() }
+                .mode("x"),
             Mode::Closed
         );
     }

@@ -65,14 +65,14 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     reg.hook::<SessionEnded, _>(0, move |ctx, event| presence::on_session_ended(ctx, event, &s));
     let s = state.clone();
     reg.hook::<SubscriptionOut, _>(0, move |ctx, event| presence::on_subscription_out(ctx, event, &s));
-    reg.provide::<dyn RosterService>(Arc::new(Rosters));
+    reg.provide::<dyn RosterService>(Arc::new(Rosters(state.clone())));
     let s = state;
     reg.hook::<PresenceToAccount, _>(0, move |ctx, event| presence::on_presence_to_account(ctx, event, &s));
     Ok(())
 }
 
-/// The roster as a typed service for other modules.
-struct Rosters;
+/// The roster as a typed service for other modules (with the state, for pushes).
+struct Rosters(Arc<State>);
 
 impl RosterService for Rosters {
     fn contact(
@@ -111,6 +111,42 @@ impl RosterService for Rosters {
                     Some((jid, RosterContact { subscription: item.state.subscription.into(), groups: item.groups }))
                 })
                 .collect())
+        })
+    }
+
+    fn subscribe_mutually(
+        &self,
+        ctx: &Context,
+        a: &BareJid,
+        b: &BareJid,
+    ) -> BoxFuture<'static, Result<(), StorageError>> {
+        let (ctx, state, a, b) = (ctx.clone(), self.0.clone(), a.clone(), b.clone());
+        Box::pin(async move {
+            for (user, contact) in [(&a, &b), (&b, &a)] {
+                let host = user.domain().to_string();
+                let name = user.node().map(|n| n.to_string()).unwrap_or_default();
+                let contact = contact.to_string();
+                let item = ctx
+                    .db()
+                    .run(move |c| {
+                        let mut item = store::item(c, &host, &name, &contact)?
+                            .unwrap_or_else(|| store::RosterItem { contact: contact.clone(), ..Default::default() });
+                        // Nothing is left pending: the invite stands for both requests and
+                        // both approvals.
+                        item.state = subscription::ItemState {
+                            subscription: subscription::Subscription::Both,
+                            in_roster: true,
+                            ..Default::default()
+                        };
+                        let version = store::save(c, &host, &name, &item)?;
+                        Ok::<_, diesel::result::Error>((item, version))
+                    })
+                    .await?;
+                if let Some(parsed) = roster::to_parsers_item(&item.0) {
+                    roster::push(&ctx, &state, user, parsed, item.1);
+                }
+            }
+            Ok(())
         })
     }
 }
