@@ -24,6 +24,7 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_version::MODULE,
     &starling_mod_time::MODULE,
     &starling_mod_upload::MODULE,
+    &starling_mod_proxy65::MODULE,
     // XEP-0114 lives in the core: it needs the core's XML stream reader.
     &crate::component::MODULE,
 ];
