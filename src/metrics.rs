@@ -5,7 +5,11 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use starling_api::PoolState;
+
+/// Seconds, from a cached SQLite read to a slow PostgreSQL transaction.
+const DB_QUERY_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -14,13 +18,24 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// and this handle renders nothing.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Without buckets the exporter renders histograms as summaries.
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("starling_db_query_duration_seconds".into()), DB_QUERY_BUCKETS)
+            .map_or_else(|_| PrometheusBuilder::new().build_recorder(), PrometheusBuilder::build_recorder);
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder is already installed; /metrics will be empty");
         }
         handle
     })
+}
+
+/// The database pool's size limit, connections in use and idle ones.
+pub fn db_pool(pool: PoolState) {
+    metrics::gauge!("starling_db_pool_max_connections").set(f64::from(pool.max_size));
+    metrics::gauge!("starling_db_pool_connections", "state" => "in_use")
+        .set(f64::from(pool.open.saturating_sub(pool.idle)));
+    metrics::gauge!("starling_db_pool_connections", "state" => "idle").set(f64::from(pool.idle));
 }
 
 /// The Prometheus label of a stanza kind; anything else is not counted.

@@ -27,6 +27,7 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_push::MODULE,
     &starling_mod_contact_info::MODULE,
     &starling_mod_external_services::MODULE,
+    &starling_mod_proxy65::MODULE,
     // XEP-0114 lives in the core: it needs the core's XML stream reader.
     &crate::component::MODULE,
 ];

@@ -91,6 +91,24 @@ async fn metrics_parse_and_count_logins_and_stanzas() {
     assert!(moved("starling_stanzas_delivered_total", "{kind=\"message\"}") >= 1.0, "{after}");
     assert!(moved("starling_connections_opened_total", "{kind=\"c2s\"}") >= 3.0, "{after}");
     assert!(sample(&after, "starling_connections", "{kind=\"c2s\"}") >= 2.0, "{after}");
+
+    // Logins read the accounts table: the query histogram counts them, in buckets.
+    let backend =
+        if std::env::var("STARLING_TEST_STORAGE").as_deref() == Ok("postgres") { "postgres" } else { "sqlite" };
+    let count = format!("{{backend=\"{backend}\"}}");
+    assert!(moved("starling_db_query_duration_seconds_count", &count) >= 2.0, "{after}");
+    let inf = format!("{{backend=\"{backend}\",le=\"+Inf\"}}");
+    assert_eq!(
+        sample(&after, "starling_db_query_duration_seconds_bucket", &inf),
+        sample(&after, "starling_db_query_duration_seconds_count", &count),
+        "{after}"
+    );
+    assert!(sample(&after, "starling_db_query_duration_seconds_sum", &count) > 0.0, "{after}");
+    // Read from the pool at scrape time: at least one connection is open.
+    assert!(sample(&after, "starling_db_pool_max_connections", "") >= 1.0, "{after}");
+    let open = sample(&after, "starling_db_pool_connections", "{state=\"idle\"}")
+        + sample(&after, "starling_db_pool_connections", "{state=\"in_use\"}");
+    assert!(open >= 1.0, "{after}");
 }
 
 #[tokio::test]

@@ -7,16 +7,18 @@ use axum::extract::Extension;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use starling_api::{Db, PoolState};
 use subtle::ConstantTimeEq;
 
 use super::HttpConnection;
 
-pub(super) fn routes(token: String) -> Router {
+pub(super) fn routes(token: String, db: Db) -> Router {
     Router::new().route(
         "/metrics",
         get(move |Extension(connection): Extension<HttpConnection>, headers: HeaderMap| {
             let allowed = allowed(&token, &connection, &headers);
-            async move { render(allowed) }
+            let pool = db.pool_state();
+            async move { render(allowed, pool) }
         }),
     )
 }
@@ -33,10 +35,12 @@ fn allowed(token: &str, connection: &HttpConnection, headers: &HeaderMap) -> boo
     bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
 }
 
-fn render(allowed: bool) -> Response {
+fn render(allowed: bool, pool: PoolState) -> Response {
     if !allowed {
         return StatusCode::FORBIDDEN.into_response();
     }
+    // Gauges of a state rather than of events: read from the pool when scraped.
+    crate::metrics::db_pool(pool);
     let body = crate::metrics::handle().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

@@ -124,7 +124,7 @@ pub struct HttpShared {
 pub fn router(context: &Context, config: &Config, endpoints: Vec<Endpoint>) -> anyhow::Result<Router> {
     let mut app = Router::new()
         .merge(host_meta::routes(endpoints))
-        .merge(metrics_route::routes(config.http.metrics_token.clone()));
+        .merge(metrics_route::routes(config.http.metrics_token.clone(), context.db().clone()));
     for (routes, module) in context.registry().http_routes() {
         let module_routes =
             routes(context.clone()).with_context(|| format!("module {} failed to start", module.name))?;

@@ -148,6 +148,8 @@ level = "warn"
 enabled = [{enabled}]
 [modules.upload]
 storage_dir = "{uploads}"
+[modules.proxy65]
+listen = "127.0.0.1:0"
 "#,
         certs = dir.join("certs").display(),
         db = dir.join("test.sqlite").display(),

@@ -40,7 +40,7 @@ pub use iq::{IqHandlerFn, IqKind, IqPayload, IqRequest, IqResult};
 pub use module::{ComponentFn, ModuleSpec, Registrar, Registry, Scope, Spec, SpecSupport, Support};
 pub use ordered::OrderedSpawner;
 pub use stanza::Stanza;
-pub use storage::{Backend, Db, DbConn, Migrations, StorageError};
+pub use storage::{Backend, Db, DbConn, Migrations, PoolState, StorageError};
 
 pub use diesel;
 pub use diesel_migrations;

@@ -39,6 +39,16 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The `backend` label of the storage metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
 /// The migrations of the calling crate: `migrations/sqlite` and `migrations/postgres`
 /// under its manifest directory, embedded at compile time.
 ///
@@ -120,6 +130,17 @@ impl ManageConnection for Manager {
     }
 }
 
+/// A snapshot of the connection pool (see [`Db::pool_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// The most connections the pool opens.
+    pub max_size: u32,
+    /// Connections open now, idle or in use.
+    pub open: u32,
+    /// Open connections nobody holds.
+    pub idle: u32,
+}
+
 /// The pooled database handle; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -180,13 +201,25 @@ impl Db {
         tokio::task::spawn_blocking(move || db.run_blocking(f)).await.map_err(|e| StorageError::Task(e.to_string()))?
     }
 
-    /// Runs `f` on the current thread (start-up, the command line).
+    /// Runs `f` on the current thread (start-up, the command line). The time `f` holds
+    /// the connection (one storage operation, a transaction or a single query) goes to
+    /// the `starling_db_query_duration_seconds` histogram.
     pub fn run_blocking<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         F: FnOnce(&mut DbConn) -> Result<T, diesel::result::Error>,
     {
         let mut conn = self.pool.get().map_err(|e| StorageError::Connection(e.to_string()))?;
-        Ok(f(&mut conn)?)
+        let started = std::time::Instant::now();
+        let result = f(&mut conn);
+        metrics::histogram!("starling_db_query_duration_seconds", "backend" => self.backend.label())
+            .record(started.elapsed().as_secs_f64());
+        Ok(result?)
+    }
+
+    /// How the pool is used right now, for `/metrics`.
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState { max_size: self.pool.max_size(), open: state.connections, idle: state.idle_connections }
     }
 
     /// Applies pending migrations of every set, in order (the core's first); returns
