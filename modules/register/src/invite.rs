@@ -292,3 +292,25 @@ pub(crate) fn on_subscription_out(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_212_799_999), "2026-12-02T11:59:59Z");
+    }
+
+    #[test]
+    fn uris_follow_xep_0379_and_0401() {
+        let mut invite =
+            Invite { host: "example.org".into(), creator: None, kind: Kind::Register, uses_left: 1, expires_at: 0 };
+        assert_eq!(uri(&invite, "t0k"), "xmpp:example.org?register;preauth=t0k");
+        invite.creator = Some("romeo@example.org".into());
+        invite.kind = Kind::Roster;
+        assert_eq!(uri(&invite, "a b"), "xmpp:romeo@example.org?roster;preauth=a%20b;ibr=y");
+    }
+}
