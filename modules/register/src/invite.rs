@@ -250,3 +250,67 @@ pub(crate) async fn preauth_logged_in(ctx: Context, req: IqRequest<Preauth>) -> 
     apply(&ctx, &invite, &account).await;
     Ok(None)
 }
+
+/// XEP-0379 §3: a subscription request carrying `<preauth/>` for a roster invite of
+/// the contact it is addressed to; the request itself goes on as usual (the roster
+/// module routes it), and a valid token makes both subscribed at once.
+pub(crate) fn on_subscription_out(
+    ctx: &Context,
+    spawner: &starling_api::OrderedSpawner,
+    event: &starling_api::hooks::SubscriptionOut,
+) {
+    if event.stanza.attr("type") != Some("subscribe") || !ctx.is_local_host(event.to.domain().as_str()) {
+        return;
+    }
+    // Most requests carry no token: scan before building a DOM.
+    if !event.stanza.child_elements().any(|c| c.name() == "preauth" && c.ns() == NS_PARS) {
+        return;
+    }
+    let Ok(element) = event.stanza.to_element() else { return };
+    let Some(token) = element.get_child("preauth", NS_PARS).and_then(|p| p.attr("token")).map(str::to_owned) else {
+        return;
+    };
+    let (ctx, user, contact) = (ctx.clone(), event.from.to_bare(), event.to.clone());
+    spawner.spawn(&user.clone(), async move {
+        let (t, inviter) = (token.clone(), contact.to_string());
+        let found = ctx.db().run(move |c| store::find(c, &t, now_ms())).await;
+        let invite = match found {
+            Ok(Some(invite)) if invite.kind == Kind::Roster && invite.creator.as_deref() == Some(inviter.as_str()) => {
+                invite
+            }
+            Ok(_) => return,
+            Err(err) => {
+                tracing::error!(error = %err, "invite lookup failed");
+                return;
+            }
+        };
+        let host = invite.host;
+        match ctx.db().run(move |c| store::spend(c, &host, &token, now_ms())).await {
+            Ok(Some(invite)) => apply(&ctx, &invite, &user).await,
+            Ok(None) => {}
+            Err(err) => tracing::error!(error = %err, "invite spending failed"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_212_799_999), "2026-12-02T11:59:59Z");
+    }
+
+    #[test]
+    fn uris_follow_xep_0379_and_0401() {
+        let mut invite =
+            Invite { host: "example.org".into(), creator: None, kind: Kind::Register, uses_left: 1, expires_at: 0 };
+        assert_eq!(uri(&invite, "t0k"), "xmpp:example.org?register;preauth=t0k");
+        invite.creator = Some("romeo@example.org".into());
+        invite.kind = Kind::Roster;
+        assert_eq!(uri(&invite, "a b"), "xmpp:romeo@example.org?roster;preauth=a%20b;ibr=y");
+    }
+}
