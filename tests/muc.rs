@@ -731,3 +731,98 @@ async fn registered_nicknames_are_reserved() {
     let (reply, _) = carol.iq(&submit("Robin")).await;
     assert_eq!(condition(&reply).as_deref(), Some("conflict"), "Bob still uses it in the room");
 }
+
+const RETRACT: &str = "urn:xmpp:message-retract:1";
+const MODERATE: &str = "urn:xmpp:message-moderate:1";
+
+/// The room's archived messages (result id, forwarded message) matching the MAM
+/// form `fields`.
+async fn archived(client: &mut Client, room: &str, fields: &str) -> Vec<(String, Element)> {
+    let (reply, others) = client
+        .iq(&format!(
+            "<iq type='set' id='{{id}}' to='{room}'><query xmlns='{MAM}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>{MAM}</value></field>{fields}</x></query></iq>"
+        ))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    others
+        .iter()
+        .filter_map(|m| m.get_child("result", MAM))
+        .filter_map(|r| {
+            let forwarded = r.get_child("forwarded", "urn:xmpp:forward:0")?;
+            Some((r.attr("id")?.to_owned(), forwarded.get_child("message", CLIENT)?.clone()))
+        })
+        .collect()
+}
+
+fn search(word: &str) -> String {
+    format!("<field var='{{urn:xmpp:fulltext:0}}fulltext'><value>{word}</value></field>")
+}
+
+fn stanza_id(message: &Element) -> String {
+    message.get_child("stanza-id", SID).and_then(|s| s.attr("id")).expect("stanza id").to_owned()
+}
+
+#[tokio::test]
+async fn senders_retract_their_messages_and_the_archive_keeps_tombstones() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+    let lounge = room("retractions");
+    create(alice, &lounge, "Alice", &[("muc#roomconfig_persistentroom", "1")]).await;
+    join(bob, &lounge, "Bob").await;
+    join(carol, &lounge, "Carol").await;
+    say(bob, &lounge, "oopsword").await;
+    let id = stanza_id(&recv_groupchat(carol, &lounge).await);
+    recv_groupchat(alice, &lounge).await;
+    recv_groupchat(bob, &lounge).await;
+    let retraction = |id: &str| {
+        format!(
+            "<message to='{lounge}' type='groupchat' id='r-{id}'><retract xmlns='{RETRACT}' id='{id}'/>\
+             <fallback xmlns='urn:xmpp:fallback:0' for='{RETRACT}'/><body>retracted</body></message>"
+        )
+    };
+
+    // Carol did not send it: refused, and nobody hears of it.
+    carol.send(&retraction(&id)).await;
+    let (error, _) = recv_until(carol, |s| s.name() == "message" && s.attr("type") == Some("error")).await;
+    assert_eq!(condition(&error).as_deref(), Some("forbidden"));
+    // Bob did.
+    bob.send(&retraction(&id)).await;
+    let (seen, skipped) = recv_until(alice, |s| s.name() == "message" && s.has_child("retract", RETRACT)).await;
+    assert!(!skipped.iter().any(|s| s.attr("from") == Some(format!("{lounge}/Carol").as_str())));
+    assert_eq!(seen.attr("from"), Some(format!("{lounge}/Bob").as_str()));
+    assert_eq!(seen.get_child("retract", RETRACT).and_then(|r| r.attr("id")), Some(id.as_str()));
+    recv_until(carol, |s| s.name() == "message" && s.has_child("retract", RETRACT)).await;
+
+    // The archive holds a tombstone in the original's place; search no longer finds it.
+    let all = archived(alice, &lounge, "").await;
+    let (_, tombstone) = all.iter().find(|(result, _)| *result == id).expect("still archived");
+    assert!(tombstone.has_child("retracted", RETRACT), "{tombstone:?}");
+    assert_eq!(body(tombstone), None);
+    assert_eq!(tombstone.attr("from"), Some(format!("{lounge}/Bob").as_str()));
+    assert!(occupant_id(tombstone).is_some());
+    assert!(!all.iter().any(|(_, m)| body(m).as_deref() == Some("oopsword")));
+    assert!(archived(alice, &lounge, &search("oopsword")).await.is_empty());
+
+    // Moderation leaves a tombstone naming the moderator.
+    say(bob, &lounge, "spamword").await;
+    let id = stanza_id(&recv_groupchat(alice, &lounge).await);
+    assert_eq!(archived(alice, &lounge, &search("spamword")).await.len(), 1);
+    let (reply, _) = alice
+        .iq(&format!(
+            "<iq type='set' id='{{id}}' to='{lounge}'><moderate xmlns='{MODERATE}' id='{id}'>\
+             <retract xmlns='{RETRACT}'/><reason>spam</reason></moderate></iq>"
+        ))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let all = archived(alice, &lounge, "").await;
+    let (_, tombstone) = all.iter().find(|(result, _)| *result == id).expect("still archived");
+    let retracted = tombstone.get_child("retracted", RETRACT).expect("tombstone");
+    assert!(retracted.attr("stamp").is_some());
+    let moderated = retracted.get_child("moderated", MODERATE).expect("moderated");
+    assert_eq!(moderated.attr("by"), Some(format!("{lounge}/Alice").as_str()));
+    assert_eq!(retracted.get_child("reason", RETRACT).map(|r| r.text()).as_deref(), Some("spam"));
+    assert_eq!(body(tombstone), None);
+    assert!(archived(alice, &lounge, &search("spamword")).await.is_empty());
+}

@@ -65,6 +65,8 @@ impl Occupant {
 #[derive(Debug, Clone)]
 struct HistoryEntry {
     nick: String,
+    /// The sender's real bare JID, who alone may retract it (XEP-0424).
+    bare: BareJid,
     /// The message's `id` attribute.
     id: Option<String>,
     /// The room's stanza id (XEP-0359), for moderation.
@@ -416,6 +418,42 @@ impl Room {
     /// Whether messages go to the room's archive: archiving on, and the room
     /// persistent (a temporary room's archive would outlive it and greet the next
     /// room of that name).
+    /// The message `stanza_id` as the room's archive holds it, when the room logs.
+    async fn archived(&self, stanza_id: &str) -> Option<starling_api::minidom::Element> {
+        let service = self.ctx.service::<dyn ArchiveService>().filter(|_| self.logs())?;
+        match service.fetch(&self.ctx, self.jid.clone(), stanza_id.to_owned()).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(room = %self.jid, error = ?e, "cannot read the room's archive");
+                None
+            }
+        }
+    }
+
+    /// XEP-0424 §6 and XEP-0425: the archived message `stanza_id` becomes a tombstone,
+    /// its envelope and occupant id with `retracted` in place of its content, so later
+    /// archive queries (and full-text searches) no longer return what was retracted.
+    async fn tombstone(&self, stanza_id: &str, retracted: xml::Node) {
+        let Some(original) = self.archived(stanza_id).await else { return };
+        let Some(service) = self.ctx.service::<dyn ArchiveService>() else { return };
+        let mut children = xml::Children::new();
+        children.push(&retracted);
+        if let Some(occupant_id) = original.get_child("occupant-id", NS_OCCUPANT_ID) {
+            children.push_raw(&starling_api::reply::child_xml(occupant_id, xml::NS_CLIENT));
+        }
+        let tombstone = xml::stanza(
+            "message",
+            original.attr("from").unwrap_or_default(),
+            original.attr("to").unwrap_or_default(),
+            original.attr("type"),
+            original.attr("id"),
+            children.into_bytes(),
+        );
+        if let Err(e) = service.replace(&self.ctx, self.jid.clone(), stanza_id.to_owned(), tombstone).await {
+            tracing::error!(room = %self.jid, error = ?e, "cannot replace a retracted message in the archive");
+        }
+    }
+
     fn logs(&self) -> bool {
         self.config.archiving && self.config.persistent && self.ctx.service::<dyn ArchiveService>().is_some()
     }
