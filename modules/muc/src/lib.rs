@@ -1,6 +1,7 @@
 //! XEP-0045: Multi-User Chat — group chat rooms on a service domain of each host
 //! (`conference.<host>` by default), with XEP-0421 occupant ids, XEP-0410 self-pings,
-//! XEP-0425 moderation, XEP-0359 stanza ids and XEP-0313 archives per room (through
+//! XEP-0424 retraction by the sender and XEP-0425 moderation (both leaving a tombstone
+//! in the room's archive), XEP-0359 stanza ids and XEP-0313 archives per room (through
 //! the `mam` module's `ArchiveService`), XEP-0203 delayed history, XEP-0486 room
 //! avatars and §7.10 nickname registration.
 //!
