@@ -826,3 +826,58 @@ async fn senders_retract_their_messages_and_the_archive_keeps_tombstones() {
     assert_eq!(body(tombstone), None);
     assert!(archived(alice, &lounge, &search("spamword")).await.is_empty());
 }
+
+/// The service's room list with RSM `set`: the room JIDs and the result `<set/>`.
+async fn room_list(client: &mut Client, set: &str) -> (Vec<String>, Element) {
+    let (reply, _) = client
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#items'>\
+             <set xmlns='{RSM}'>{set}</set></query></iq>"
+        ))
+        .await;
+    let query = reply.get_child("query", "http://jabber.org/protocol/disco#items").expect("items");
+    let jids =
+        query.children().filter(|c| c.name() == "item").filter_map(|c| c.attr("jid")).map(str::to_owned).collect();
+    (jids, query.get_child("set", RSM).cloned().expect("rsm set"))
+}
+
+fn rsm_text(set: &Element, name: &str) -> Option<String> {
+    set.get_child(name, RSM).map(|e| e.text())
+}
+
+#[tokio::test]
+async fn the_room_list_pages_with_rsm() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob"]).await;
+    let [alice, bob] = clients.as_mut_slice() else { unreachable!() };
+    let names = ["r1", "r2", "r3", "r4", "r5"];
+    for name in names {
+        create(alice, &room(name), "Alice", &[]).await;
+    }
+    let all: Vec<String> = names.iter().map(|n| room(n)).collect();
+    let (count_only, set) = room_list(bob, "<max>0</max>").await;
+    assert!(count_only.is_empty());
+    assert_eq!(rsm_text(&set, "count").as_deref(), Some("5"));
+    let (page, set) = room_list(bob, "<max>2</max>").await;
+    assert_eq!(page, all[..2]);
+    assert_eq!(rsm_text(&set, "first").as_deref(), Some(all[0].as_str()));
+    assert_eq!(set.get_child("first", RSM).and_then(|f| f.attr("index")), Some("0"));
+    let last = rsm_text(&set, "last").expect("last");
+    let (page, set) = room_list(bob, &format!("<max>2</max><after>{last}</after>")).await;
+    assert_eq!(page, all[2..4]);
+    let last = rsm_text(&set, "last").expect("last");
+    let (page, _) = room_list(bob, &format!("<max>2</max><after>{last}</after>")).await;
+    assert_eq!(page, all[4..]);
+    let (page, set) = room_list(bob, "<max>2</max><before/>").await;
+    assert_eq!(page, all[3..]);
+    let first = rsm_text(&set, "first").expect("first");
+    let (page, _) = room_list(bob, &format!("<max>2</max><before>{first}</before>")).await;
+    assert_eq!(page, all[1..3]);
+    let (reply, _) = bob
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#items'>\
+             <set xmlns='{RSM}'><max>2</max><after>nowhere@{SERVICE}</after></set></query></iq>"
+        ))
+        .await;
+    assert_eq!(condition(&reply).as_deref(), Some("item-not-found"));
+}
