@@ -881,3 +881,86 @@ async fn the_room_list_pages_with_rsm() {
         .await;
     assert_eq!(condition(&reply).as_deref(), Some("item-not-found"));
 }
+
+const HATS: &str = "urn:xmpp:hats:0";
+const COMMANDS: &str = "http://jabber.org/protocol/commands";
+
+/// The hats (uri, title) in an occupant presence.
+fn hats(presence: &Element) -> Vec<(String, String)> {
+    presence
+        .get_child("hats", HATS)
+        .map(|h| {
+            h.children()
+                .filter(|c| c.is("hat", HATS))
+                .map(|c| (c.attr("uri").unwrap_or_default().to_owned(), c.attr("title").unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn presence_of<'a>(stanzas: &'a [Element], from: &str) -> &'a Element {
+    stanzas.iter().find(|s| s.name() == "presence" && s.attr("from") == Some(from)).expect("presence")
+}
+
+#[tokio::test]
+async fn hats_are_assigned_by_admins_worn_in_presence_and_kept() {
+    let mut server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let hall = room("hall");
+    let hat = "http://example.org/hats#host";
+    let submit = format!(
+        "<x xmlns='{DATA}' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:hats:commands</value></field>\
+         <field var='accountjid'><value>bob@localhost</value></field><field var='hat'><value>{hat}</value></field>\
+         <field var='title'><value>Host</value></field></x>"
+    );
+    {
+        let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+        create(alice, &hall, "Alice", &[("muc#roomconfig_persistentroom", "1")]).await;
+        join(carol, &hall, "Carol").await;
+        let (refused, _) = carol
+            .iq(&format!(
+                "<iq type='set' id='{{id}}' to='{hall}'><command xmlns='{COMMANDS}' node='urn:xmpp:hats:commands:don'>{submit}</command></iq>"
+            ))
+            .await;
+        assert_eq!(condition(&refused).as_deref(), Some("forbidden"), "only owners and admins");
+        // The XEP's flow: execute, get the form, submit it in the same session.
+        let (form, _) = alice
+            .iq(&format!(
+                "<iq type='set' id='{{id}}' to='{hall}'><command xmlns='{COMMANDS}' node='urn:xmpp:hats:commands:don' action='execute'/></iq>"
+            ))
+            .await;
+        let command = form.get_child("command", COMMANDS).expect("command");
+        assert_eq!(command.attr("status"), Some("executing"));
+        assert!(
+            command.get_child("x", DATA).is_some_and(|x| x.children().any(|f| f.attr("var") == Some("accountjid")))
+        );
+        let session = command.attr("sessionid").expect("session id");
+        let (done, _) = alice
+            .iq(&format!(
+                "<iq type='set' id='{{id}}' to='{hall}'><command xmlns='{COMMANDS}' node='urn:xmpp:hats:commands:don' sessionid='{session}'>{submit}</command></iq>"
+            ))
+            .await;
+        assert_eq!(done.get_child("command", COMMANDS).and_then(|c| c.attr("status")), Some("completed"), "{done:?}");
+        // Bob joins wearing it; a hat Bob claims himself is not worn.
+        bob.send(&format!(
+            "<presence to='{hall}/Bob'><x xmlns='{MUC}'/><hats xmlns='{HATS}'><hat uri='urn:fake' title='Fake'/></hats></presence>"
+        ))
+        .await;
+        let (seen, _) =
+            recv_until(carol, |s| s.name() == "presence" && s.attr("from") == Some(format!("{hall}/Bob").as_str()))
+                .await;
+        assert_eq!(hats(&seen), [(hat.to_owned(), "Host".to_owned())]);
+        let (seen, _) =
+            recv_until(alice, |s| s.name() == "presence" && s.attr("from") == Some(format!("{hall}/Bob").as_str()))
+                .await;
+        assert_eq!(hats(&seen), [(hat.to_owned(), "Host".to_owned())]);
+    }
+    drop(clients);
+    server.restart().await;
+    let mut bob = server.login("bob", "r").await;
+    let mut carol = server.login("carol", "r").await;
+    join(&mut bob, &hall, "Bob").await;
+    let joined = join(&mut carol, &hall, "Carol").await;
+    assert_eq!(hats(presence_of(&joined, &format!("{hall}/Bob"))), [(hat.to_owned(), "Host".to_owned())]);
+    assert!(hats(presence_of(&joined, &format!("{hall}/Carol"))).is_empty());
+}

@@ -11,6 +11,7 @@ use starling_api::reply::{child_xml, error_reply};
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{Stanza, stanza_error};
 
+use super::hats;
 use super::register::NS_REGISTER;
 use super::vcard::NS_VCARD;
 use super::{HistoryEntry, Room};
@@ -60,6 +61,7 @@ impl Room {
                 return;
             }
             (true, "vCard", NS_VCARD) => self.vcard_set(&from, payload).await.map(|()| None),
+            (true, "command", hats::NS_COMMANDS) => self.hat_command(&from.to_bare(), payload).await.map(Some),
             (true, "query", NS_MAM) => {
                 self.archive_query(stanza, &from, payload);
                 return;
