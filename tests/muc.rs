@@ -731,3 +731,236 @@ async fn registered_nicknames_are_reserved() {
     let (reply, _) = carol.iq(&submit("Robin")).await;
     assert_eq!(condition(&reply).as_deref(), Some("conflict"), "Bob still uses it in the room");
 }
+
+const RETRACT: &str = "urn:xmpp:message-retract:1";
+const MODERATE: &str = "urn:xmpp:message-moderate:1";
+
+/// The room's archived messages (result id, forwarded message) matching the MAM
+/// form `fields`.
+async fn archived(client: &mut Client, room: &str, fields: &str) -> Vec<(String, Element)> {
+    let (reply, others) = client
+        .iq(&format!(
+            "<iq type='set' id='{{id}}' to='{room}'><query xmlns='{MAM}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>{MAM}</value></field>{fields}</x></query></iq>"
+        ))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    others
+        .iter()
+        .filter_map(|m| m.get_child("result", MAM))
+        .filter_map(|r| {
+            let forwarded = r.get_child("forwarded", "urn:xmpp:forward:0")?;
+            Some((r.attr("id")?.to_owned(), forwarded.get_child("message", CLIENT)?.clone()))
+        })
+        .collect()
+}
+
+fn search(word: &str) -> String {
+    format!("<field var='{{urn:xmpp:fulltext:0}}fulltext'><value>{word}</value></field>")
+}
+
+fn stanza_id(message: &Element) -> String {
+    message.get_child("stanza-id", SID).and_then(|s| s.attr("id")).expect("stanza id").to_owned()
+}
+
+#[tokio::test]
+async fn senders_retract_their_messages_and_the_archive_keeps_tombstones() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+    let lounge = room("retractions");
+    create(alice, &lounge, "Alice", &[("muc#roomconfig_persistentroom", "1")]).await;
+    join(bob, &lounge, "Bob").await;
+    join(carol, &lounge, "Carol").await;
+    say(bob, &lounge, "oopsword").await;
+    let id = stanza_id(&recv_groupchat(carol, &lounge).await);
+    recv_groupchat(alice, &lounge).await;
+    recv_groupchat(bob, &lounge).await;
+    let retraction = |id: &str| {
+        format!(
+            "<message to='{lounge}' type='groupchat' id='r-{id}'><retract xmlns='{RETRACT}' id='{id}'/>\
+             <fallback xmlns='urn:xmpp:fallback:0' for='{RETRACT}'/><body>retracted</body></message>"
+        )
+    };
+
+    // Carol did not send it: refused, and nobody hears of it.
+    carol.send(&retraction(&id)).await;
+    let (error, _) = recv_until(carol, |s| s.name() == "message" && s.attr("type") == Some("error")).await;
+    assert_eq!(condition(&error).as_deref(), Some("forbidden"));
+    // Bob did.
+    bob.send(&retraction(&id)).await;
+    let (seen, skipped) = recv_until(alice, |s| s.name() == "message" && s.has_child("retract", RETRACT)).await;
+    assert!(!skipped.iter().any(|s| s.attr("from") == Some(format!("{lounge}/Carol").as_str())));
+    assert_eq!(seen.attr("from"), Some(format!("{lounge}/Bob").as_str()));
+    assert_eq!(seen.get_child("retract", RETRACT).and_then(|r| r.attr("id")), Some(id.as_str()));
+    recv_until(carol, |s| s.name() == "message" && s.has_child("retract", RETRACT)).await;
+
+    // The archive holds a tombstone in the original's place; search no longer finds it.
+    let all = archived(alice, &lounge, "").await;
+    let (_, tombstone) = all.iter().find(|(result, _)| *result == id).expect("still archived");
+    assert!(tombstone.has_child("retracted", RETRACT), "{tombstone:?}");
+    assert_eq!(body(tombstone), None);
+    assert_eq!(tombstone.attr("from"), Some(format!("{lounge}/Bob").as_str()));
+    assert!(occupant_id(tombstone).is_some());
+    assert!(!all.iter().any(|(_, m)| body(m).as_deref() == Some("oopsword")));
+    assert!(archived(alice, &lounge, &search("oopsword")).await.is_empty());
+
+    // Moderation leaves a tombstone naming the moderator.
+    say(bob, &lounge, "spamword").await;
+    let id = stanza_id(&recv_groupchat(alice, &lounge).await);
+    assert_eq!(archived(alice, &lounge, &search("spamword")).await.len(), 1);
+    let (reply, _) = alice
+        .iq(&format!(
+            "<iq type='set' id='{{id}}' to='{lounge}'><moderate xmlns='{MODERATE}' id='{id}'>\
+             <retract xmlns='{RETRACT}'/><reason>spam</reason></moderate></iq>"
+        ))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let all = archived(alice, &lounge, "").await;
+    let (_, tombstone) = all.iter().find(|(result, _)| *result == id).expect("still archived");
+    let retracted = tombstone.get_child("retracted", RETRACT).expect("tombstone");
+    assert!(retracted.attr("stamp").is_some());
+    let moderated = retracted.get_child("moderated", MODERATE).expect("moderated");
+    assert_eq!(moderated.attr("by"), Some(format!("{lounge}/Alice").as_str()));
+    assert_eq!(retracted.get_child("reason", RETRACT).map(|r| r.text()).as_deref(), Some("spam"));
+    assert_eq!(body(tombstone), None);
+    assert!(archived(alice, &lounge, &search("spamword")).await.is_empty());
+}
+
+/// The service's room list with RSM `set`: the room JIDs and the result `<set/>`.
+async fn room_list(client: &mut Client, set: &str) -> (Vec<String>, Element) {
+    let (reply, _) = client
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#items'>\
+             <set xmlns='{RSM}'>{set}</set></query></iq>"
+        ))
+        .await;
+    let query = reply.get_child("query", "http://jabber.org/protocol/disco#items").expect("items");
+    let jids =
+        query.children().filter(|c| c.name() == "item").filter_map(|c| c.attr("jid")).map(str::to_owned).collect();
+    (jids, query.get_child("set", RSM).cloned().expect("rsm set"))
+}
+
+fn rsm_text(set: &Element, name: &str) -> Option<String> {
+    set.get_child(name, RSM).map(|e| e.text())
+}
+
+#[tokio::test]
+async fn the_room_list_pages_with_rsm() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob"]).await;
+    let [alice, bob] = clients.as_mut_slice() else { unreachable!() };
+    let names = ["r1", "r2", "r3", "r4", "r5"];
+    for name in names {
+        create(alice, &room(name), "Alice", &[]).await;
+    }
+    let all: Vec<String> = names.iter().map(|n| room(n)).collect();
+    let (count_only, set) = room_list(bob, "<max>0</max>").await;
+    assert!(count_only.is_empty());
+    assert_eq!(rsm_text(&set, "count").as_deref(), Some("5"));
+    let (page, set) = room_list(bob, "<max>2</max>").await;
+    assert_eq!(page, all[..2]);
+    assert_eq!(rsm_text(&set, "first").as_deref(), Some(all[0].as_str()));
+    assert_eq!(set.get_child("first", RSM).and_then(|f| f.attr("index")), Some("0"));
+    let last = rsm_text(&set, "last").expect("last");
+    let (page, set) = room_list(bob, &format!("<max>2</max><after>{last}</after>")).await;
+    assert_eq!(page, all[2..4]);
+    let last = rsm_text(&set, "last").expect("last");
+    let (page, _) = room_list(bob, &format!("<max>2</max><after>{last}</after>")).await;
+    assert_eq!(page, all[4..]);
+    let (page, set) = room_list(bob, "<max>2</max><before/>").await;
+    assert_eq!(page, all[3..]);
+    let first = rsm_text(&set, "first").expect("first");
+    let (page, _) = room_list(bob, &format!("<max>2</max><before>{first}</before>")).await;
+    assert_eq!(page, all[1..3]);
+    let (reply, _) = bob
+        .iq(&format!(
+            "<iq type='get' id='{{id}}' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#items'>\
+             <set xmlns='{RSM}'><max>2</max><after>nowhere@{SERVICE}</after></set></query></iq>"
+        ))
+        .await;
+    assert_eq!(condition(&reply).as_deref(), Some("item-not-found"));
+}
+
+const HATS: &str = "urn:xmpp:hats:0";
+const COMMANDS: &str = "http://jabber.org/protocol/commands";
+
+/// The hats (uri, title) in an occupant presence.
+fn hats(presence: &Element) -> Vec<(String, String)> {
+    presence
+        .get_child("hats", HATS)
+        .map(|h| {
+            h.children()
+                .filter(|c| c.is("hat", HATS))
+                .map(|c| (c.attr("uri").unwrap_or_default().to_owned(), c.attr("title").unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn presence_of<'a>(stanzas: &'a [Element], from: &str) -> &'a Element {
+    stanzas.iter().find(|s| s.name() == "presence" && s.attr("from") == Some(from)).expect("presence")
+}
+
+#[tokio::test]
+async fn hats_are_assigned_by_admins_worn_in_presence_and_kept() {
+    let mut server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let hall = room("hall");
+    let hat = "http://example.org/hats#host";
+    let submit = format!(
+        "<x xmlns='{DATA}' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:hats:commands</value></field>\
+         <field var='accountjid'><value>bob@localhost</value></field><field var='hat'><value>{hat}</value></field>\
+         <field var='title'><value>Host</value></field></x>"
+    );
+    {
+        let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+        create(alice, &hall, "Alice", &[("muc#roomconfig_persistentroom", "1")]).await;
+        join(carol, &hall, "Carol").await;
+        let (refused, _) = carol
+            .iq(&format!(
+                "<iq type='set' id='{{id}}' to='{hall}'><command xmlns='{COMMANDS}' node='urn:xmpp:hats:commands:don'>{submit}</command></iq>"
+            ))
+            .await;
+        assert_eq!(condition(&refused).as_deref(), Some("forbidden"), "only owners and admins");
+        // The XEP's flow: execute, get the form, submit it in the same session.
+        let (form, _) = alice
+            .iq(&format!(
+                "<iq type='set' id='{{id}}' to='{hall}'><command xmlns='{COMMANDS}' node='urn:xmpp:hats:commands:don' action='execute'/></iq>"
+            ))
+            .await;
+        let command = form.get_child("command", COMMANDS).expect("command");
+        assert_eq!(command.attr("status"), Some("executing"));
+        assert!(
+            command.get_child("x", DATA).is_some_and(|x| x.children().any(|f| f.attr("var") == Some("accountjid")))
+        );
+        let session = command.attr("sessionid").expect("session id");
+        let (done, _) = alice
+            .iq(&format!(
+                "<iq type='set' id='{{id}}' to='{hall}'><command xmlns='{COMMANDS}' node='urn:xmpp:hats:commands:don' sessionid='{session}'>{submit}</command></iq>"
+            ))
+            .await;
+        assert_eq!(done.get_child("command", COMMANDS).and_then(|c| c.attr("status")), Some("completed"), "{done:?}");
+        // Bob joins wearing it; a hat Bob claims himself is not worn.
+        bob.send(&format!(
+            "<presence to='{hall}/Bob'><x xmlns='{MUC}'/><hats xmlns='{HATS}'><hat uri='urn:fake' title='Fake'/></hats></presence>"
+        ))
+        .await;
+        let (seen, _) =
+            recv_until(carol, |s| s.name() == "presence" && s.attr("from") == Some(format!("{hall}/Bob").as_str()))
+                .await;
+        assert_eq!(hats(&seen), [(hat.to_owned(), "Host".to_owned())]);
+        let (seen, _) =
+            recv_until(alice, |s| s.name() == "presence" && s.attr("from") == Some(format!("{hall}/Bob").as_str()))
+                .await;
+        assert_eq!(hats(&seen), [(hat.to_owned(), "Host".to_owned())]);
+    }
+    drop(clients);
+    server.restart().await;
+    let mut bob = server.login("bob", "r").await;
+    let mut carol = server.login("carol", "r").await;
+    join(&mut bob, &hall, "Bob").await;
+    let joined = join(&mut carol, &hall, "Carol").await;
+    assert_eq!(hats(presence_of(&joined, &format!("{hall}/Bob"))), [(hat.to_owned(), "Host".to_owned())]);
+    assert!(hats(presence_of(&joined, &format!("{hall}/Carol"))).is_empty());
+}

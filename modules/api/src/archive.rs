@@ -64,6 +64,28 @@ pub trait ArchiveService: Send + Sync {
         query: ArchiveQuery,
     ) -> BoxFuture<'static, Result<Element, StanzaError>>;
 
+    /// The archived message `stanza_id` of `owner`'s archive as stored (with `from`
+    /// and `to`), or `None`. Messages archived before the call are seen.
+    fn fetch(
+        &self,
+        ctx: &Context,
+        owner: BareJid,
+        stanza_id: String,
+    ) -> BoxFuture<'static, Result<Option<Element>, StanzaError>>;
+
+    /// Replaces the archived message `stanza_id` of `owner`'s archive by
+    /// `replacement`, keeping its id, time and other party: later queries return the
+    /// replacement, and full-text search looks at the replacement's body only (a
+    /// retraction's tombstone, XEP-0424 §6, has none). Returns whether the message was
+    /// there. Messages archived before the call are seen.
+    fn replace(
+        &self,
+        ctx: &Context,
+        owner: BareJid,
+        stanza_id: String,
+        replacement: Stanza,
+    ) -> BoxFuture<'static, Result<bool, StanzaError>>;
+
     /// Parses a `<query xmlns='urn:xmpp:mam:2'/>` element (`bad-request` on an
     /// unknown field or a malformed value).
     fn parse_query(&self, query: &Element) -> Result<ArchiveQuery, StanzaError>;

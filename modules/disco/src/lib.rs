@@ -8,7 +8,8 @@
 //! is how clients find them (XEP-0030 §4, XEP-0045 §6.1). Other modules add items and
 //! node answers through providers (`Registrar::disco_items`, `disco_node_info`: a PEP
 //! service's nodes, the ad-hoc commands node). A query on a node nobody serves is
-//! `item-not-found`.
+//! `item-not-found`. A `disco#items` query with an XEP-0059 `<set/>` (the MUC room list)
+//! is paged here, whoever provided the items.
 
 use starling_api::disco::DiscoQuery;
 use starling_api::module::DiscoIdentity;
@@ -17,7 +18,8 @@ use starling_api::xmpp_parsers::disco::{
     DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item,
 };
 use starling_api::xmpp_parsers::ns;
-use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+use starling_api::xmpp_parsers::rsm::{First, SetQuery, SetResult};
+use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use starling_api::{
     Context, IqRequest, IqResult, ModuleSpec, Registrar, Scope, Spec, SpecSupport, Support, caps, stanza_error,
 };
@@ -184,6 +186,57 @@ async fn items(ctx: Context, req: IqRequest<DiscoItemsQuery>, scopes: &'static [
             }
         }
     }
-    let result = DiscoItemsResult { node, items, rsm: None };
+    let (items, rsm) = match &req.payload.rsm {
+        Some(set) => {
+            let (page, result) = page(items, set)?;
+            (page, Some(result))
+        }
+        None => (items, None),
+    };
+    let result = DiscoItemsResult { node, items, rsm };
     Ok(Some(result.into()))
+}
+
+/// An item's RSM id: its JID, and its node when it has one.
+fn item_uid(item: &Item) -> String {
+    match &item.node {
+        None => item.jid.to_string(),
+        Some(node) => format!("{} {node}", item.jid),
+    }
+}
+
+/// XEP-0059 paging of a complete item list (its order is the providers', stable from
+/// one query to the next): `<max/>` with `<after/>`, `<before/>` (empty: the last
+/// page) or `<index/>`; `<max>0</max>` only counts. An unknown id is `item-not-found`.
+fn page(items: Vec<Item>, set: &SetQuery) -> Result<(Vec<Item>, SetResult), StanzaError> {
+    let count = items.len();
+    let max = set.max.unwrap_or(count);
+    let position = |uid: &str| {
+        items
+            .iter()
+            .position(|item| item_uid(item) == uid)
+            .ok_or_else(|| stanza_error(ErrorType::Cancel, DefinedCondition::ItemNotFound))
+    };
+    let (start, end) = match (set.after.as_deref(), set.before.as_deref()) {
+        (Some(after), _) => {
+            let start = position(after)? + 1;
+            (start, start.saturating_add(max).min(count))
+        }
+        (None, Some("")) => (count.saturating_sub(max), count),
+        (None, Some(before)) => {
+            let end = position(before)?;
+            (end.saturating_sub(max), end)
+        }
+        (None, None) => {
+            let start = set.index.unwrap_or(0).min(count);
+            (start, start.saturating_add(max).min(count))
+        }
+    };
+    let page: Vec<Item> = items.into_iter().skip(start).take(end - start).collect();
+    let result = SetResult {
+        first: page.first().map(|item| First { index: Some(start), item: item_uid(item) }),
+        last: page.last().map(item_uid),
+        count: Some(count),
+    };
+    Ok((page, result))
 }

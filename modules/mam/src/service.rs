@@ -265,6 +265,41 @@ impl ArchiveService for Service {
         Box::pin(async move { archive.answer(ctx, owner, requester, query).await })
     }
 
+    fn fetch(
+        &self,
+        ctx: &Context,
+        owner: BareJid,
+        stanza_id: String,
+    ) -> BoxFuture<'static, Result<Option<Element>, StanzaError>> {
+        let archive = self.0.clone();
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            archive.flush().await;
+            let owner = owner.to_string();
+            let stored = ctx.db().run(move |c| store::fetch(c, &owner, &stanza_id)).await?;
+            // A row that does not parse is not the caller's to see.
+            Ok(stored.and_then(|xml| xml.parse::<Element>().ok()))
+        })
+    }
+
+    fn replace(
+        &self,
+        ctx: &Context,
+        owner: BareJid,
+        stanza_id: String,
+        replacement: Stanza,
+    ) -> BoxFuture<'static, Result<bool, StanzaError>> {
+        let archive = self.0.clone();
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            archive.flush().await;
+            let owner = owner.to_string();
+            let stanza = String::from_utf8_lossy(&replacement.to_bytes()).into_owned();
+            let search_text = crate::writer::body_of(&stanza).map(|b| tokens::index_text(&b)).unwrap_or_default();
+            Ok(ctx.db().run(move |c| store::replace(c, &owner, &stanza_id, &stanza, &search_text)).await?)
+        })
+    }
+
     fn parse_query(&self, query: &Element) -> Result<ArchiveQuery, StanzaError> {
         query::parse(query)
     }

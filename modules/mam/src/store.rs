@@ -217,6 +217,53 @@ pub fn insert(conn: &mut DbConn, rows: &[NewMessage]) -> QueryResult<usize> {
     })
 }
 
+/// The stored XML of message `stanza_id` of `owner`'s archive.
+pub fn fetch(conn: &mut DbConn, owner: &str, stanza_id: &str) -> QueryResult<Option<String>> {
+    mam_messages::table
+        .filter(mam_messages::owner.eq(owner))
+        .filter(mam_messages::stanza_id.eq(stanza_id))
+        .select(mam_messages::stanza)
+        .first(conn)
+        .optional()
+}
+
+/// Replaces the stored XML and search tokens of message `stanza_id` of `owner`'s
+/// archive; whether it was there.
+pub fn replace(conn: &mut DbConn, owner: &str, stanza_id: &str, stanza: &str, search_text: &str) -> QueryResult<bool> {
+    conn.transaction(|conn| {
+        let target =
+            mam_messages::table.filter(mam_messages::owner.eq(owner)).filter(mam_messages::stanza_id.eq(stanza_id));
+        let update =
+            diesel::update(target).set((mam_messages::stanza.eq(stanza), mam_messages::search_text.eq(search_text)));
+        match conn {
+            DbConn::Sqlite(c) => {
+                // The FTS5 table is contentless and its triggers cover insert and
+                // delete only: the old tokens are removed with the 'delete' command
+                // (which needs the old values) and the new ones indexed by hand.
+                let Some(row) = target.select(mam_messages::id).first::<i64>(c).optional()? else {
+                    return Ok(false);
+                };
+                diesel::sql_query(
+                    "INSERT INTO mam_fts (mam_fts, rowid, owner_key, search_text) \
+                     SELECT 'delete', id, lower(hex(owner)), search_text FROM mam_messages WHERE id = ?",
+                )
+                .bind::<diesel::sql_types::BigInt, _>(row)
+                .execute(c)?;
+                update.execute(c)?;
+                diesel::sql_query(
+                    "INSERT INTO mam_fts (rowid, owner_key, search_text) \
+                     SELECT id, lower(hex(owner)), search_text FROM mam_messages WHERE id = ?",
+                )
+                .bind::<diesel::sql_types::BigInt, _>(row)
+                .execute(c)?;
+                Ok(true)
+            }
+            // The tsvector is computed from `search_text` when searching.
+            DbConn::Postgresql(c) => Ok(update.execute(c)? > 0),
+        }
+    })
+}
+
 /// The oldest and newest message of an archive (XEP-0313 §5.4 metadata).
 pub fn bounds(conn: &mut DbConn, owner: &str) -> QueryResult<(Option<Archived>, Option<Archived>)> {
     let base = || mam_messages::table.filter(mam_messages::owner.eq(owner)).select(Archived::as_select());

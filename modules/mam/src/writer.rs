@@ -36,7 +36,7 @@ pub enum Job {
 }
 
 /// Body text of a stored message, for the full-text index.
-fn body_of(stanza: &str) -> Option<String> {
+pub(crate) fn body_of(stanza: &str) -> Option<String> {
     let element: Element = stanza.parse().ok()?;
     element.get_child("body", "jabber:client").map(|b| b.text())
 }

@@ -1,6 +1,8 @@
 //! XEP-0045: Multi-User Chat — group chat rooms on a service domain of each host
 //! (`conference.<host>` by default), with XEP-0421 occupant ids, XEP-0410 self-pings,
-//! XEP-0425 moderation, XEP-0359 stanza ids and XEP-0313 archives per room (through
+//! XEP-0317 hats (ad-hoc commands to the room, stored in `muc_hats`), XEP-0424
+//! retraction by the sender and XEP-0425 moderation (both leaving a tombstone
+//! in the room's archive), XEP-0359 stanza ids and XEP-0313 archives per room (through
 //! the `mam` module's `ArchiveService`), XEP-0203 delayed history, XEP-0486 room
 //! avatars and §7.10 nickname registration.
 //!
@@ -43,6 +45,8 @@ pub static MODULE: ModuleSpec = ModuleSpec {
         SpecSupport { spec: Spec::Xep(425), version: "0.3.0", status: Support::Partial, features: &[] },
         SpecSupport { spec: Spec::Xep(203), version: "2.0", status: Support::Complete, features: &[] },
         SpecSupport { spec: Spec::Xep(486), version: "0.1.0", status: Support::Complete, features: &[] },
+        SpecSupport { spec: Spec::Xep(424), version: "0.4.0", status: Support::Complete, features: &[] },
+        SpecSupport { spec: Spec::Xep(317), version: "0.2", status: Support::Complete, features: &[model::NS_HATS] },
     ],
     migrations: Some(&MIGRATIONS),
     forget_user: Some(forget_user),
@@ -72,6 +76,7 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
     }
     reg.disco_identity(Scope::Component, DiscoIdentity { category: "conference", type_: "text", name: "Chatrooms" });
     reg.disco_feature(Scope::Component, NS_MUC);
+    reg.disco_feature(Scope::Component, model::NS_HATS);
     let directory = svc.clone();
     reg.disco_items(Scope::Component, move |ctx, query| public_rooms(directory.clone(), ctx, query));
     Ok(())

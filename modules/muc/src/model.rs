@@ -17,6 +17,17 @@ pub const NS_DELAY: &str = "urn:xmpp:delay";
 pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
 /// XEP-0424 message retraction.
 pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
+/// `urn:xmpp:hats:0` (XEP-0317)
+pub const NS_HATS: &str = "urn:xmpp:hats:0";
+
+/// A hat (XEP-0317): a role beyond affiliations, named by its URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hat {
+    /// Identifies the hat.
+    pub uri: String,
+    /// Shown to people.
+    pub title: String,
+}
 
 /// A JID's long-lived standing in a room (§5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

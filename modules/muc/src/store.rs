@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use starling_api::jid::BareJid;
 use starling_api::{DbConn, parse_bare_jid};
 
-use crate::model::{Affiliation, Standing};
+use crate::model::{Affiliation, Hat, Standing};
 use crate::roomconfig::RoomConfig;
 
 diesel::table! {
@@ -32,6 +32,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One row per hat a bare JID wears in a persistent room (XEP-0317).
+    muc_hats (room, jid, uri) {
+        room -> Text,
+        jid -> Text,
+        uri -> Text,
+        title -> Text,
+    }
+}
+
 diesel::joinable!(muc_affiliations -> muc_rooms (room));
 diesel::allow_tables_to_appear_in_same_query!(muc_rooms, muc_affiliations);
 
@@ -48,6 +58,8 @@ pub struct StoredRoom {
     pub affiliations: Vec<(BareJid, Standing)>,
     /// The room's vCard (XEP-0486), as XML.
     pub vcard: Option<String>,
+    /// Hats (XEP-0317) by bare JID.
+    pub hats: Vec<(BareJid, Hat)>,
 }
 
 /// Loads `room`, if it is a stored persistent room.
@@ -75,7 +87,16 @@ pub fn load(conn: &mut DbConn, room: &str) -> QueryResult<Option<StoredRoom>> {
             Some((parse_bare_jid(&jid).ok()?, Standing { affiliation, reason, nick }))
         })
         .collect();
+    let hats: Vec<(String, String, String)> = muc_hats::table
+        .filter(muc_hats::room.eq(room))
+        .select((muc_hats::jid, muc_hats::uri, muc_hats::title))
+        .load(conn)?;
+    let hats = hats
+        .into_iter()
+        .filter_map(|(jid, uri, title)| Some((parse_bare_jid(&jid).ok()?, Hat { uri, title })))
+        .collect();
     Ok(Some(StoredRoom {
+        hats,
         config: RoomConfig::from_toml(&config).unwrap_or_default(),
         subject: subject.map(|s| (s, subject_nick.unwrap_or_default())),
         salt,
@@ -116,6 +137,17 @@ pub fn save(conn: &mut DbConn, room: &str, stored: &StoredRoom, now_us: i64) -> 
         diesel::delete(muc_affiliations::table.filter(muc_affiliations::room.eq(room))).execute(conn)?;
         for (jid, standing) in &stored.affiliations {
             insert_standing(conn, room, jid.as_str(), standing)?;
+        }
+        diesel::delete(muc_hats::table.filter(muc_hats::room.eq(room))).execute(conn)?;
+        for (jid, hat) in &stored.hats {
+            diesel::insert_into(muc_hats::table)
+                .values((
+                    muc_hats::room.eq(room),
+                    muc_hats::jid.eq(jid.as_str()),
+                    muc_hats::uri.eq(&hat.uri),
+                    muc_hats::title.eq(&hat.title),
+                ))
+                .execute(conn)?;
         }
         Ok(())
     })
@@ -188,5 +220,6 @@ pub fn public_rooms(conn: &mut DbConn, domain: &str) -> QueryResult<Vec<(String,
 /// Removes every affiliation of the account `username@host` (account deletion).
 pub fn forget_user(conn: &mut DbConn, host: &str, username: &str) -> QueryResult<()> {
     let jid = format!("{username}@{host}");
+    diesel::delete(muc_hats::table.filter(muc_hats::jid.eq(&jid))).execute(conn)?;
     diesel::delete(muc_affiliations::table.filter(muc_affiliations::jid.eq(jid))).execute(conn).map(drop)
 }

@@ -11,6 +11,7 @@ use starling_api::reply::{child_xml, error_reply};
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{Stanza, stanza_error};
 
+use super::hats;
 use super::register::NS_REGISTER;
 use super::vcard::NS_VCARD;
 use super::{HistoryEntry, Room};
@@ -54,12 +55,13 @@ impl Room {
             (true, "query", NS_ADMIN) => self.admin_set(&from, payload).await.map(|()| None),
             (false, "query", NS_OWNER) => self.owner_get(&from).map(Some),
             (true, "query", NS_OWNER) => self.owner_set(&from, payload).await.map(|()| None),
-            (true, "moderate", NS_MODERATE) => self.moderate(&from, payload).map(|()| None),
+            (true, "moderate", NS_MODERATE) => self.moderate(&from, payload).await.map(|()| None),
             (false, "vCard", NS_VCARD) => {
                 self.ctx.send(starling_api::reply::iq_result(stanza, Some(&self.vcard_get())));
                 return;
             }
             (true, "vCard", NS_VCARD) => self.vcard_set(&from, payload).await.map(|()| None),
+            (true, "command", hats::NS_COMMANDS) => self.hat_command(&from.to_bare(), payload).await.map(Some),
             (true, "query", NS_MAM) => {
                 self.archive_query(stanza, &from, payload);
                 return;
@@ -192,7 +194,7 @@ impl Room {
     }
 
     /// XEP-0425: a moderator retracts an occupant's message by its stanza id.
-    fn moderate(&mut self, from: &Jid, payload: &Element) -> Result<(), (ErrorType, DefinedCondition)> {
+    async fn moderate(&mut self, from: &Jid, payload: &Element) -> Result<(), (ErrorType, DefinedCondition)> {
         let Some(moderator) = self.occupant_of(from).filter(|o| o.role == Role::Moderator).cloned() else {
             return Err((ErrorType::Auth, DefinedCondition::Forbidden));
         };
@@ -207,9 +209,17 @@ impl Room {
                 .attr("by", self.occupant_jid(&moderator.nick))
                 .child(self.occupant_id_node(&moderator.bare)),
         );
+        let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut retracted = Node::new("retracted", NS_RETRACT).attr("stamp", stamp).child(
+            Node::new("moderated", NS_MODERATE)
+                .attr("by", self.occupant_jid(&moderator.nick))
+                .child(self.occupant_id_node(&moderator.bare)),
+        );
         if let Some(reason) = reason {
-            retract.push(Node::text_element("reason", NS_RETRACT, reason));
+            retract.push(Node::text_element("reason", NS_RETRACT, reason.clone()));
+            retracted.push(Node::text_element("reason", NS_RETRACT, reason));
         }
+        self.tombstone(&id, retracted).await;
         let mut children = Children::new();
         children.push(&retract);
         children.push(&Node::text_element("body", NS_CLIENT, "This message has been retracted by a moderator."));

@@ -11,7 +11,7 @@ use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{Stanza, parse_bare_jid};
 
 use super::{HistoryEntry, Room};
-use crate::model::{Affiliation, NS_OCCUPANT_ID, NS_USER, Role};
+use crate::model::{Affiliation, NS_OCCUPANT_ID, NS_RETRACT, NS_USER, Role};
 use crate::roomconfig::{NS_DATA, PmPolicy};
 use crate::service::refuse;
 use crate::xml::{self, Children, NS_CLIENT, Node};
@@ -59,6 +59,12 @@ impl Room {
             refuse(&self.ctx, stanza, ErrorType::Auth, DefinedCondition::Forbidden);
             return;
         }
+        if let Some(retract) = element.get_child("retract", NS_RETRACT)
+            && let Err((type_, condition)) = self.retract_own(&occupant.bare, retract).await
+        {
+            refuse(&self.ctx, stanza, type_, condition);
+            return;
+        }
         let body = element.get_child("body", NS_CLIENT).is_some();
         if let Some(subject) = element.get_child("subject", NS_CLIENT).filter(|_| !body) {
             if !(self.config.change_subject || occupant.role == Role::Moderator) {
@@ -89,12 +95,36 @@ impl Room {
         if let Some(stanza_id) = stanza_id {
             self.remember(HistoryEntry {
                 nick: occupant.nick.clone(),
+                bare: occupant.bare.clone(),
                 id: stanza.id().map(str::to_owned),
                 stanza_id,
                 children,
                 at: SystemTime::now(),
             });
         }
+    }
+
+    /// XEP-0424 §4: an occupant retracts its own message, named by the room's stanza
+    /// id. Only the real bare JID that sent it may: the room checks it in its history
+    /// or, for older messages, by the occupant id in the archived copy. The retraction
+    /// itself is then broadcast and archived like any groupchat message.
+    async fn retract_own(&mut self, sender: &BareJid, retract: &Element) -> Result<(), (ErrorType, DefinedCondition)> {
+        let id = retract.attr("id").ok_or((ErrorType::Modify, DefinedCondition::BadRequest))?.to_owned();
+        let own = match self.history.iter().find(|entry| entry.stanza_id == id) {
+            Some(entry) => entry.bare == *sender,
+            None => {
+                let archived = self.archived(&id).await.ok_or((ErrorType::Cancel, DefinedCondition::ItemNotFound))?;
+                let occupant_id = archived.get_child("occupant-id", NS_OCCUPANT_ID).and_then(|o| o.attr("id"));
+                occupant_id == Some(self.occupant_id(sender).as_str())
+            }
+        };
+        if !own {
+            return Err((ErrorType::Auth, DefinedCondition::Forbidden));
+        }
+        self.history.retain(|entry| entry.stanza_id != id);
+        let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.tombstone(&id, Node::new("retracted", NS_RETRACT).attr("stamp", stamp)).await;
+        Ok(())
     }
 
     /// Stores `message` in the room's archive when the room logs; the stanza id

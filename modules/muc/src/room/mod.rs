@@ -8,6 +8,7 @@
 //! registration), `vcard` (the room's avatar), `voice` (voice requests) and `iq` (disco, MAM, self-ping, moderation, IQs between occupants).
 
 mod admin;
+mod hats;
 mod iq;
 mod message;
 mod presence;
@@ -30,7 +31,7 @@ use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{Context, Stanza, parse_jid};
 use tokio::sync::mpsc;
 
-use crate::model::{Affiliation, NS_OCCUPANT_ID, NS_USER, Role, Standing};
+use crate::model::{Affiliation, Hat, NS_HATS, NS_OCCUPANT_ID, NS_USER, Role, Standing};
 use crate::roomconfig::RoomConfig;
 use crate::service::{Listing, Service, refuse};
 use crate::store::{self, StoredRoom};
@@ -65,6 +66,8 @@ impl Occupant {
 #[derive(Debug, Clone)]
 struct HistoryEntry {
     nick: String,
+    /// The sender's real bare JID, who alone may retract it (XEP-0424).
+    bare: BareJid,
     /// The message's `id` attribute.
     id: Option<String>,
     /// The room's stanza id (XEP-0359), for moderation.
@@ -112,6 +115,8 @@ pub struct Room {
     ended: bool,
     /// The room's vCard (XEP-0486) and the SHA-1 of its photo.
     vcard: Option<(String, Option<String>)>,
+    /// Hats (XEP-0317) by the wearer's bare JID.
+    hats: HashMap<BareJid, Vec<Hat>>,
 }
 
 /// The actor: loads the room if stored, then handles its stanzas until it ends.
@@ -147,7 +152,12 @@ pub async fn run(svc: Arc<Service>, ctx: Context, jid: BareJid, mut rx: mpsc::Re
 impl Room {
     fn from_stored(svc: Arc<Service>, ctx: Context, jid: BareJid, stored: StoredRoom) -> Room {
         let affiliations = stored.affiliations.into_iter().collect();
+        let mut hats: HashMap<BareJid, Vec<Hat>> = HashMap::new();
+        for (jid, hat) in stored.hats {
+            hats.entry(jid).or_default().push(hat);
+        }
         Room {
+            hats,
             jid,
             svc,
             ctx,
@@ -208,6 +218,7 @@ impl Room {
             salt: URL_SAFE_NO_PAD.encode(salt),
             ended: false,
             vcard: None,
+            hats: HashMap::new(),
         };
         room.config.history_length = room.config.history_length.min(svc.config.max_history);
         room.handle_created(stanza).await;
@@ -323,6 +334,13 @@ impl Room {
             x.push(Node::new("status", NS_USER).attr("code", code.to_string()));
         }
         children.push(&x);
+        if let Some(hats) = self.hats.get(&occupant.bare).filter(|h| !h.is_empty() && available) {
+            let mut node = Node::new("hats", NS_HATS);
+            for hat in hats {
+                node.push(Node::new("hat", NS_HATS).attr("uri", hat.uri.clone()).attr("title", hat.title.clone()));
+            }
+            children.push(&node);
+        }
         children.push(&self.occupant_id_node(&occupant.bare));
         children.into_bytes()
     }
@@ -386,6 +404,7 @@ impl Room {
             salt: self.salt.clone(),
             affiliations: self.affiliations.iter().map(|(j, s)| (j.clone(), s.clone())).collect(),
             vcard: self.vcard.as_ref().map(|(xml, _)| xml.clone()),
+            hats: self.hats.iter().flat_map(|(j, hats)| hats.iter().map(|h| (j.clone(), h.clone()))).collect(),
         }
     }
 
@@ -416,6 +435,42 @@ impl Room {
     /// Whether messages go to the room's archive: archiving on, and the room
     /// persistent (a temporary room's archive would outlive it and greet the next
     /// room of that name).
+    /// The message `stanza_id` as the room's archive holds it, when the room logs.
+    async fn archived(&self, stanza_id: &str) -> Option<starling_api::minidom::Element> {
+        let service = self.ctx.service::<dyn ArchiveService>().filter(|_| self.logs())?;
+        match service.fetch(&self.ctx, self.jid.clone(), stanza_id.to_owned()).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(room = %self.jid, error = ?e, "cannot read the room's archive");
+                None
+            }
+        }
+    }
+
+    /// XEP-0424 §6 and XEP-0425: the archived message `stanza_id` becomes a tombstone,
+    /// its envelope and occupant id with `retracted` in place of its content, so later
+    /// archive queries (and full-text searches) no longer return what was retracted.
+    async fn tombstone(&self, stanza_id: &str, retracted: xml::Node) {
+        let Some(original) = self.archived(stanza_id).await else { return };
+        let Some(service) = self.ctx.service::<dyn ArchiveService>() else { return };
+        let mut children = xml::Children::new();
+        children.push(&retracted);
+        if let Some(occupant_id) = original.get_child("occupant-id", NS_OCCUPANT_ID) {
+            children.push_raw(&starling_api::reply::child_xml(occupant_id, xml::NS_CLIENT));
+        }
+        let tombstone = xml::stanza(
+            "message",
+            original.attr("from").unwrap_or_default(),
+            original.attr("to").unwrap_or_default(),
+            original.attr("type"),
+            original.attr("id"),
+            children.into_bytes(),
+        );
+        if let Err(e) = service.replace(&self.ctx, self.jid.clone(), stanza_id.to_owned(), tombstone).await {
+            tracing::error!(room = %self.jid, error = ?e, "cannot replace a retracted message in the archive");
+        }
+    }
+
     fn logs(&self) -> bool {
         self.config.archiving && self.config.persistent && self.ctx.service::<dyn ArchiveService>().is_some()
     }

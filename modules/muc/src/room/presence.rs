@@ -67,7 +67,12 @@ impl HistoryRequest {
 fn presence_payload(element: &Element) -> bytes::Bytes {
     let mut children = Children::new();
     for child in element.children() {
-        if child.is("x", NS_MUC) || child.is("x", NS_USER) || child.is("occupant-id", NS_OCCUPANT_ID) {
+        // The room vouches for occupant ids and hats: a client's own are dropped.
+        if child.is("x", NS_MUC)
+            || child.is("x", NS_USER)
+            || child.is("occupant-id", NS_OCCUPANT_ID)
+            || child.is("hats", crate::model::NS_HATS)
+        {
             continue;
         }
         children.push_raw(&starling_api::reply::child_xml(child, NS_CLIENT));
