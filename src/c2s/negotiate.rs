@@ -57,7 +57,7 @@ impl Profile {
 enum Authenticated {
     /// Legacy SASL or STARTTLS: the client restarts the stream.
     Restart(XmppStream),
-    /// SASL2 success: the stream goes on without a restart (XEP-0388 §2.6.3).
+    /// SASL2 success: the stream goes on without a restart (XEP-0388).
     Continue(XmppStream),
 }
 
@@ -219,7 +219,7 @@ impl Negotiation<'_> {
                     out.extend_from_slice(format!("<mechanism>{}</mechanism>", mechanism.name()).as_bytes());
                 }
                 out.extend_from_slice(b"</mechanisms>");
-                // XEP-0388 §2.1: the same mechanisms for the SASL2 profile, over TLS only.
+                // XEP-0388: the same mechanisms for the SASL2 profile, over TLS only.
                 if tls {
                     out.extend_from_slice(format!("<authentication xmlns='{NS_SASL2}'>").as_bytes());
                     for mechanism in &mechanisms {
@@ -517,7 +517,7 @@ impl Negotiation<'_> {
                             format!("<success xmlns='{NS_SASL}'>{}</success>", BASE64.encode(data))
                         }
                         (Profile::Legacy, None) => format!("<success xmlns='{NS_SASL}'/>"),
-                        // XEP-0388 §2.6.3: the authenticated identity is stated; the full
+                        // XEP-0388: the authenticated identity is stated; the full
                         // JID comes with binding.
                         (Profile::Sasl2, data) => format!(
                             "<success xmlns='{NS_SASL2}'>{}<authorization-identifier>{}</authorization-identifier></success>",
@@ -655,7 +655,7 @@ fn sasl_payload(element: &Stanza) -> Result<Option<Vec<u8>>, SaslFailure> {
 }
 
 /// The base64 payload of SASL2's `<initial-response/>` child, `None` when absent
-/// (XEP-0388 §2.3).
+/// (XEP-0388).
 fn sasl2_initial_response(authenticate: &Stanza) -> Result<Option<Vec<u8>>, SaslFailure> {
     let element = authenticate.to_element().map_err(|_| SaslFailure::MalformedRequest)?;
     let Some(initial) = element.get_child("initial-response", NS_SASL2) else {
@@ -667,7 +667,7 @@ fn sasl2_initial_response(authenticate: &Stanza) -> Result<Option<Vec<u8>>, Sasl
 }
 
 /// `<failure/>` in the profile's namespace; SASL2 keeps the RFC 6120 condition in its
-/// own namespace (XEP-0388 §2.6.4).
+/// own namespace (XEP-0388).
 fn sasl_failure(profile: Profile, failure: SaslFailure) -> Vec<u8> {
     match profile {
         Profile::Legacy => format!("<failure xmlns='{NS_SASL}'><{}/></failure>", failure.condition()),
