@@ -33,6 +33,33 @@ const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 pub(super) const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub(super) const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+/// Extensible SASL Profile (XEP-0388).
+const NS_SASL2: &str = "urn:xmpp:sasl:2";
+
+/// Which SASL profile an exchange uses: the RFC 6120 one, restarted after success, or
+/// XEP-0388's, which continues on the same stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Legacy,
+    Sasl2,
+}
+
+impl Profile {
+    fn ns(self) -> &'static str {
+        match self {
+            Profile::Legacy => NS_SASL,
+            Profile::Sasl2 => NS_SASL2,
+        }
+    }
+}
+
+/// How the pre-authentication phase ended.
+enum Authenticated {
+    /// Legacy SASL or STARTTLS: the client restarts the stream.
+    Restart(XmppStream),
+    /// SASL2 success: the stream goes on without a restart (XEP-0388).
+    Continue(XmppStream),
+}
 
 /// A client that finished negotiation: authenticated, with a bound resource.
 pub(super) struct Bound {
@@ -168,29 +195,7 @@ impl Negotiation<'_> {
             let to = header.from.as_deref().filter(|f| jid::Jid::new(f).is_ok());
             self.write_header(&mut out, to);
             if self.user.is_some() {
-                out.extend_from_slice(b"<stream:features>");
-                out.extend_from_slice(
-                    format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session><csi xmlns='urn:xmpp:csi:0'/><sm xmlns='{NS_SM}'/>")
-                        .as_bytes(),
-                );
-                let host = self.host.clone().unwrap_or_default();
-                // XEP-0115 §6.3: the server's capabilities, so clients can cache its disco.
-                let (identities, features) = caps::disco_info(&self.shared.context, &host, &[Scope::Server]);
-                let forms = caps::disco_forms(&self.shared.context, &host, &[Scope::Server]);
-                out.extend_from_slice(
-                    format!(
-                        "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{}' ver='{}'/>",
-                        caps::CAPS_NODE,
-                        caps::ver(&identities, &features, &forms)
-                    )
-                    .as_bytes(),
-                );
-                for (feature, module) in self.shared.context.registry().stream_features() {
-                    if self.shared.context.module_enabled(module.name, &host) {
-                        out.extend_from_slice(feature.as_bytes());
-                    }
-                }
-                out.extend_from_slice(b"</stream:features>");
+                self.write_bound_features(&mut out);
                 if stream.send(&out).await.is_err() {
                     return Err(Abort::silent(None));
                 }
@@ -214,6 +219,14 @@ impl Negotiation<'_> {
                     out.extend_from_slice(format!("<mechanism>{}</mechanism>", mechanism.name()).as_bytes());
                 }
                 out.extend_from_slice(b"</mechanisms>");
+                // XEP-0388: the same mechanisms for the SASL2 profile, over TLS only.
+                if tls {
+                    out.extend_from_slice(format!("<authentication xmlns='{NS_SASL2}'>").as_bytes());
+                    for mechanism in &mechanisms {
+                        out.extend_from_slice(format!("<mechanism>{}</mechanism>", mechanism.name()).as_bytes());
+                    }
+                    out.extend_from_slice(b"</authentication>");
+                }
                 let types = self.cb.types();
                 if !types.is_empty() {
                     out.extend_from_slice(format!("<sasl-channel-binding xmlns='{NS_SASL_CB}'>").as_bytes());
@@ -240,8 +253,43 @@ impl Negotiation<'_> {
             if stream.send(&out).await.is_err() {
                 return Err(Abort::silent(None));
             }
-            stream = self.pre_auth_phase(stream, &mechanisms).await?;
+            stream = match self.pre_auth_phase(stream, &mechanisms).await? {
+                Authenticated::Restart(stream) => stream,
+                Authenticated::Continue(mut stream) => {
+                    let mut out = Vec::new();
+                    self.write_bound_features(&mut out);
+                    send_or_abort(&mut stream, &out).await?;
+                    return self.bind_phase(stream).await;
+                }
+            };
         }
+    }
+
+    /// The features of an authenticated stream: binding, SM, CSI, caps and modules'.
+    fn write_bound_features(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"<stream:features>");
+        out.extend_from_slice(
+                    format!("<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session><csi xmlns='urn:xmpp:csi:0'/><sm xmlns='{NS_SM}'/>")
+                        .as_bytes(),
+                );
+        let host = self.host.clone().unwrap_or_default();
+        // XEP-0115 §6.3: the server's capabilities, so clients can cache its disco.
+        let (identities, features) = caps::disco_info(&self.shared.context, &host, &[Scope::Server]);
+        let forms = caps::disco_forms(&self.shared.context, &host, &[Scope::Server]);
+        out.extend_from_slice(
+            format!(
+                "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{}' ver='{}'/>",
+                caps::CAPS_NODE,
+                caps::ver(&identities, &features, &forms)
+            )
+            .as_bytes(),
+        );
+        for (feature, module) in self.shared.context.registry().stream_features() {
+            if self.shared.context.module_enabled(module.name, &host) {
+                out.extend_from_slice(feature.as_bytes());
+            }
+        }
+        out.extend_from_slice(b"</stream:features>");
     }
 
     /// RFC 6120 §4.7: namespace, version, and a `to` we serve (the same on restarts).
@@ -273,7 +321,11 @@ impl Negotiation<'_> {
     }
 
     /// Until TLS is up and SASL succeeded. Returns the stream to restart.
-    async fn pre_auth_phase(&mut self, mut stream: XmppStream, mechanisms: &[Mechanism]) -> Result<XmppStream, Abort> {
+    async fn pre_auth_phase(
+        &mut self,
+        mut stream: XmppStream,
+        mechanisms: &[Mechanism],
+    ) -> Result<Authenticated, Abort> {
         loop {
             let element = match stream.next_event().await {
                 Ok(StreamEvent::Stanza(element)) => element,
@@ -286,18 +338,26 @@ impl Negotiation<'_> {
                     if stream.send(format!("<proceed xmlns='{NS_TLS}'/>").as_bytes()).await.is_err() {
                         return Err(Abort::silent(None));
                     }
-                    return self.start_tls(stream).await;
+                    return self.start_tls(stream).await.map(Authenticated::Restart);
                 }
-                (NS_SASL, "auth") if mechanisms.is_empty() => {
-                    let failure = sasl_failure(SaslFailure::EncryptionRequired);
+                (NS_SASL, "auth") | (NS_SASL2, "authenticate")
+                    if mechanisms.is_empty() || (element.ns() == NS_SASL2 && !stream.is_tls()) =>
+                {
+                    let profile = if element.ns() == NS_SASL2 { Profile::Sasl2 } else { Profile::Legacy };
+                    let failure = sasl_failure(profile, SaslFailure::EncryptionRequired);
                     if stream.send(&failure).await.is_err() {
                         return Err(Abort::silent(None));
                     }
                 }
                 (NS_SASL, "auth") => {
-                    if self.authenticate(&mut stream, &element, mechanisms).await? {
+                    if self.authenticate(&mut stream, &element, mechanisms, Profile::Legacy).await? {
                         stream.reset();
-                        return Ok(stream);
+                        return Ok(Authenticated::Restart(stream));
+                    }
+                }
+                (NS_SASL2, "authenticate") => {
+                    if self.authenticate(&mut stream, &element, mechanisms, Profile::Sasl2).await? {
+                        return Ok(Authenticated::Continue(stream));
                     }
                 }
                 (NS_CLIENT, "iq") if !mechanisms.is_empty() => {
@@ -368,7 +428,9 @@ impl Negotiation<'_> {
         stream: &mut XmppStream,
         auth: &Stanza,
         offered: &[Mechanism],
+        profile: Profile,
     ) -> Result<bool, Abort> {
+        let ns = profile.ns();
         let ip = stream.peer.ip();
         let host = self.host.clone().unwrap_or_default();
         let requested = auth.attr("mechanism").and_then(Mechanism::from_name).filter(|m| offered.contains(m));
@@ -380,24 +442,28 @@ impl Negotiation<'_> {
         let mechanism = match mechanism {
             Ok(mechanism) => mechanism,
             Err(failure) => {
-                send_or_abort(stream, &sasl_failure(failure)).await?;
+                send_or_abort(stream, &sasl_failure(profile, failure)).await?;
                 return Ok(false);
             }
         };
         let mut server = SaslServer::start(mechanism, self.cb.clone());
         let mut account: Option<String> = None;
-        let mut input = match sasl_payload(auth) {
+        let initial = match profile {
+            Profile::Legacy => sasl_payload(auth),
+            Profile::Sasl2 => sasl2_initial_response(auth),
+        };
+        let mut input = match initial {
             Ok(Some(data)) => data,
             Ok(None) => {
                 // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
-                send_or_abort(stream, format!("<challenge xmlns='{NS_SASL}'/>").as_bytes()).await?;
-                match self.next_response(stream).await? {
+                send_or_abort(stream, format!("<challenge xmlns='{ns}'/>").as_bytes()).await?;
+                match self.next_response(stream, profile).await? {
                     Some(data) => data,
                     None => return Ok(false),
                 }
             }
             Err(failure) => {
-                send_or_abort(stream, &sasl_failure(failure)).await?;
+                send_or_abort(stream, &sasl_failure(profile, failure)).await?;
                 return Ok(false);
             }
         };
@@ -405,9 +471,9 @@ impl Negotiation<'_> {
         loop {
             match step {
                 Step::Challenge(data) => {
-                    let challenge = format!("<challenge xmlns='{NS_SASL}'>{}</challenge>", BASE64.encode(data));
+                    let challenge = format!("<challenge xmlns='{ns}'>{}</challenge>", BASE64.encode(data));
                     send_or_abort(stream, challenge.as_bytes()).await?;
-                    input = match self.next_response(stream).await? {
+                    input = match self.next_response(stream, profile).await? {
                         Some(data) => data,
                         None => return Ok(false),
                     };
@@ -419,7 +485,7 @@ impl Negotiation<'_> {
                         .and_then(|j| j.node().map(|n| n.to_string()));
                     account = normalised.clone().map(|u| format!("{u}@{host}"));
                     if account.as_deref().is_some_and(|a| self.shared.throttle.account_blocked(a)) {
-                        send_or_abort(stream, &sasl_failure(SaslFailure::TemporaryAuthFailure)).await?;
+                        send_or_abort(stream, &sasl_failure(profile, SaslFailure::TemporaryAuthFailure)).await?;
                         return Ok(false);
                     }
                     let creds = match normalised {
@@ -428,7 +494,8 @@ impl Negotiation<'_> {
                             Ok(creds) => creds,
                             Err(err) => {
                                 tracing::error!(error = %err, "credential lookup failed");
-                                send_or_abort(stream, &sasl_failure(SaslFailure::TemporaryAuthFailure)).await?;
+                                send_or_abort(stream, &sasl_failure(profile, SaslFailure::TemporaryAuthFailure))
+                                    .await?;
                                 return Ok(false);
                             }
                         },
@@ -441,16 +508,26 @@ impl Negotiation<'_> {
                 }
                 Step::Success { username, authzid, additional_data } => {
                     let Some(jid) = starling_api::parse_bare_jid(&format!("{username}@{host}")).ok() else {
-                        send_or_abort(stream, &sasl_failure(SaslFailure::NotAuthorized)).await?;
+                        send_or_abort(stream, &sasl_failure(profile, SaslFailure::NotAuthorized)).await?;
                         return Ok(false);
                     };
                     if authzid.as_deref().is_some_and(|a| starling_api::parse_bare_jid(a).ok().as_ref() != Some(&jid)) {
-                        send_or_abort(stream, &sasl_failure(SaslFailure::InvalidAuthzid)).await?;
+                        send_or_abort(stream, &sasl_failure(profile, SaslFailure::InvalidAuthzid)).await?;
                         return Ok(false);
                     }
-                    let success = match additional_data {
-                        Some(data) => format!("<success xmlns='{NS_SASL}'>{}</success>", BASE64.encode(data)),
-                        None => format!("<success xmlns='{NS_SASL}'/>"),
+                    let success = match (profile, additional_data) {
+                        (Profile::Legacy, Some(data)) => {
+                            format!("<success xmlns='{NS_SASL}'>{}</success>", BASE64.encode(data))
+                        }
+                        (Profile::Legacy, None) => format!("<success xmlns='{NS_SASL}'/>"),
+                        // XEP-0388: the authenticated identity is stated; the full
+                        // JID comes with binding.
+                        (Profile::Sasl2, data) => format!(
+                            "<success xmlns='{NS_SASL2}'>{}<authorization-identifier>{}</authorization-identifier></success>",
+                            data.map(|d| format!("<additional-data>{}</additional-data>", BASE64.encode(d)))
+                                .unwrap_or_default(),
+                            escaped(&jid.to_string())
+                        ),
                     };
                     send_or_abort(stream, success.as_bytes()).await?;
                     tracing::info!(%jid, mechanism = mechanism.name(), "authenticated");
@@ -464,7 +541,7 @@ impl Negotiation<'_> {
                         crate::metrics::authentication(false);
                         tracing::info!(account = account.as_deref().unwrap_or("?"), "authentication failed");
                     }
-                    send_or_abort(stream, &sasl_failure(failure)).await?;
+                    send_or_abort(stream, &sasl_failure(profile, failure)).await?;
                     return Ok(false);
                 }
             }
@@ -472,7 +549,8 @@ impl Negotiation<'_> {
     }
 
     /// The next `<response/>`; `None` after `<abort/>` (answered with `aborted`).
-    async fn next_response(&mut self, stream: &mut XmppStream) -> Result<Option<Vec<u8>>, Abort> {
+    async fn next_response(&mut self, stream: &mut XmppStream, profile: Profile) -> Result<Option<Vec<u8>>, Abort> {
+        let ns = profile.ns();
         let element = match stream.next_event().await {
             Ok(StreamEvent::Stanza(element)) => element,
             Ok(_) => return Err(Abort::silent(None)),
@@ -483,15 +561,15 @@ impl Negotiation<'_> {
             Err(_) => return Err(Abort::silent(None)),
         };
         match (element.ns(), element.name()) {
-            (NS_SASL, "response") => match sasl_payload(&element) {
+            (element_ns, "response") if element_ns == ns => match sasl_payload(&element) {
                 Ok(data) => Ok(Some(data.unwrap_or_default())),
                 Err(failure) => {
-                    send_or_abort(stream, &sasl_failure(failure)).await?;
+                    send_or_abort(stream, &sasl_failure(profile, failure)).await?;
                     Ok(None)
                 }
             },
-            (NS_SASL, "abort") => {
-                send_or_abort(stream, &sasl_failure(SaslFailure::Aborted)).await?;
+            (element_ns, "abort") if element_ns == ns => {
+                send_or_abort(stream, &sasl_failure(profile, SaslFailure::Aborted)).await?;
                 Ok(None)
             }
             _ => Err(Abort::silent(None)),
@@ -579,8 +657,28 @@ fn sasl_payload(element: &Stanza) -> Result<Option<Vec<u8>>, SaslFailure> {
     sasl::decode_b64(text).map(Some)
 }
 
-fn sasl_failure(failure: SaslFailure) -> Vec<u8> {
-    format!("<failure xmlns='{NS_SASL}'><{}/></failure>", failure.condition()).into_bytes()
+/// The base64 payload of SASL2's `<initial-response/>` child, `None` when absent
+/// (XEP-0388).
+fn sasl2_initial_response(authenticate: &Stanza) -> Result<Option<Vec<u8>>, SaslFailure> {
+    let element = authenticate.to_element().map_err(|_| SaslFailure::MalformedRequest)?;
+    let Some(initial) = element.get_child("initial-response", NS_SASL2) else {
+        return Ok(None);
+    };
+    let text = initial.text();
+    // An empty `<initial-response/>` is an empty response, unlike a missing one.
+    sasl::decode_b64(text.trim()).map(Some)
+}
+
+/// `<failure/>` in the profile's namespace; SASL2 keeps the RFC 6120 condition in its
+/// own namespace (XEP-0388).
+fn sasl_failure(profile: Profile, failure: SaslFailure) -> Vec<u8> {
+    match profile {
+        Profile::Legacy => format!("<failure xmlns='{NS_SASL}'><{}/></failure>", failure.condition()),
+        Profile::Sasl2 => {
+            format!("<failure xmlns='{NS_SASL2}'><{} xmlns='{NS_SASL}'/></failure>", failure.condition())
+        }
+    }
+    .into_bytes()
 }
 
 /// `<jid>` text for the bind result.
