@@ -55,10 +55,12 @@ impl Service {
         };
         let room = BareJid::from_parts(Some(node), to.domain());
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        self.queue(ctx, &mut rooms, room, stanza);
+        self.queue(ctx, &mut rooms, room, stanza, true);
     }
 
-    fn queue(self: &Arc<Self>, ctx: &Context, rooms: &mut RoomTable, room: BareJid, stanza: Stanza) {
+    /// Hands `stanza` to the room's actor, starting one if needed. A closed queue means
+    /// the actor ended without retiring (it panicked): `restart` starts a fresh one, once.
+    fn queue(self: &Arc<Self>, ctx: &Context, rooms: &mut RoomTable, room: BareJid, stanza: Stanza, restart: bool) {
         let sender = rooms.entry(room.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(self.config.room_queue);
             tokio::spawn(crate::room::run(self.clone(), ctx.clone(), room.clone(), rx));
@@ -71,9 +73,14 @@ impl Service {
                 refuse(ctx, &stanza, ErrorType::Wait, DefinedCondition::ResourceConstraint);
             }
             Err(mpsc::error::TrySendError::Closed(stanza)) => {
-                // The actor ended without retiring (it panicked): start a fresh one.
                 rooms.remove(&room);
-                self.queue(ctx, rooms, room, stanza);
+                if restart {
+                    self.queue(ctx, rooms, room, stanza, false);
+                } else {
+                    // Even a fresh actor's queue is closed: the runtime is shutting down
+                    // and drops new tasks at once.
+                    refuse(ctx, &stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
+                }
             }
         }
     }
@@ -86,7 +93,7 @@ impl Service {
         rooms.remove(room);
         rx.close();
         while let Ok(stanza) = rx.try_recv() {
-            self.queue(ctx, &mut rooms, room.clone(), stanza);
+            self.queue(ctx, &mut rooms, room.clone(), stanza, true);
         }
     }
 
