@@ -5,19 +5,23 @@ mod common;
 
 use common::{Conn, HOST, TestServer};
 
-#[tokio::test]
-async fn stream_feature_hash_matches_disco() {
-    let server = TestServer::start().await;
-    server.add_user("alice", "pw").await;
+/// The `<c/>` element of alice's post-authentication stream features.
+async fn announced_caps(server: &TestServer) -> minidom::Element {
     let mut conn = Conn::tcp(server.addr()).await;
     conn.open().await;
     conn.starttls().await;
     conn.auth("alice", "pw").await.expect("auth");
     let features = conn.open().await;
-    let caps = features.get_child("c", "http://jabber.org/protocol/caps").expect("caps in stream features");
+    features.get_child("c", "http://jabber.org/protocol/caps").expect("caps in stream features").clone()
+}
+
+#[tokio::test]
+async fn stream_feature_hash_matches_disco() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    let caps = announced_caps(&server).await;
     assert_eq!(caps.attr("hash"), Some("sha-1"));
     let node = format!("{}#{}", caps.attr("node").expect("node"), caps.attr("ver").expect("ver"));
-    drop(conn);
 
     let mut alice = server.login("alice", "a").await;
     let (info, _) = alice.iq(&format!("<iq type='get' id='{{id}}' to='{HOST}'><query xmlns='http://jabber.org/protocol/disco#info' node='{node}'/></iq>")).await;
@@ -93,17 +97,7 @@ async fn contact_addresses_are_in_disco_and_in_the_hash() {
     })
     .await;
     server.add_user("alice", "pw").await;
-    let mut conn = Conn::tcp(server.addr()).await;
-    conn.open().await;
-    conn.starttls().await;
-    conn.auth("alice", "pw").await.expect("auth");
-    let features = conn.open().await;
-    let announced = features
-        .get_child("c", "http://jabber.org/protocol/caps")
-        .and_then(|c| c.attr("ver"))
-        .expect("caps ver")
-        .to_owned();
-    drop(conn);
+    let announced = announced_caps(&server).await.attr("ver").expect("caps ver").to_owned();
 
     let mut alice = server.login("alice", "a").await;
     let (info, _) = alice

@@ -105,11 +105,9 @@ pub fn ver(identities: &[DiscoIdentity], features: &BTreeSet<String>, forms: &[D
 mod tests {
     use super::*;
 
-    #[test]
-    fn xep_0115_simple_generation_example() {
-        // XEP-0115 §5.2: client/pc//Exodus 0.9.1 with four features.
-        let identities = [DiscoIdentity { category: "client", type_: "pc", name: "Exodus 0.9.1" }];
-        let features: BTreeSet<String> = [
+    /// The four features of both XEP-0115 examples.
+    fn example_features() -> BTreeSet<String> {
+        [
             "http://jabber.org/protocol/caps",
             "http://jabber.org/protocol/disco#info",
             "http://jabber.org/protocol/disco#items",
@@ -117,7 +115,14 @@ mod tests {
         ]
         .into_iter()
         .map(str::to_owned)
-        .collect();
+        .collect()
+    }
+
+    #[test]
+    fn xep_0115_simple_generation_example() {
+        // XEP-0115 §5.2: client/pc//Exodus 0.9.1 with four features.
+        let identities = [DiscoIdentity { category: "client", type_: "pc", name: "Exodus 0.9.1" }];
+        let features = example_features();
         assert_eq!(ver(&identities, &features, &[]), "QgayPKawpkPSDYmwT/WM94uAlu0=");
     }
 
@@ -129,15 +134,7 @@ mod tests {
         // "client/pc//Psi 0.11<" + features + "urn:xmpp:dataforms:softwareinfo<ip_version<ipv4<ipv6<os<Mac<os_version<10.5.1<software<Psi<software_version<0.11<"
         use xmpp_parsers::data_forms::{DataFormType, Field, FieldType};
         let identities = [DiscoIdentity { category: "client", type_: "pc", name: "Psi 0.11" }];
-        let features: BTreeSet<String> = [
-            "http://jabber.org/protocol/caps",
-            "http://jabber.org/protocol/disco#info",
-            "http://jabber.org/protocol/disco#items",
-            "http://jabber.org/protocol/muc",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+        let features = example_features();
         let field = |var: &str, values: &[&str]| {
             let mut field = Field::new(var, FieldType::TextMulti);
             field.values = values.iter().map(|v| (*v).to_owned()).collect();
