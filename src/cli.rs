@@ -175,6 +175,11 @@ pub fn default_config_path() -> PathBuf {
     if local.exists() { local } else { PathBuf::from("/etc/starling/starling.toml") }
 }
 
+/// Now, in milliseconds since the Unix epoch (how the tables store times).
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
     let password = match file {
         Some(path) if path == Path::new("-") => first_line(std::io::stdin().lock())?,
@@ -299,10 +304,7 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
             if *uses == 0 {
                 bail!("--uses must be at least 1");
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now = unix_millis();
             let (uses, expires) = (*uses, now + i64::from(*valid_hours) * 3_600_000);
             let token = db.run(move |c| starling_mod_register::store::issue(c, &host, uses, now, expires)).await?;
             println!("{token}");
@@ -332,10 +334,7 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
             if *uses == 0 {
                 bail!("--uses must be at least 1");
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now = unix_millis();
             let kind = if creator.is_some() { store::Kind::Roster } else { store::Kind::Register };
             let stored = store::Invite {
                 host: host.clone(),
