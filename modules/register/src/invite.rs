@@ -251,48 +251,6 @@ pub(crate) async fn preauth_logged_in(ctx: Context, req: IqRequest<Preauth>) -> 
     Ok(None)
 }
 
-/// XEP-0379 §3: a subscription request carrying `<preauth/>` for a roster invite of
-/// the contact it is addressed to; the request itself goes on as usual (the roster
-/// module routes it), and a valid token makes both subscribed at once.
-pub(crate) fn on_subscription_out(
-    ctx: &Context,
-    spawner: &starling_api::OrderedSpawner,
-    event: &starling_api::hooks::SubscriptionOut,
-) {
-    if event.stanza.attr("type") != Some("subscribe") || !ctx.is_local_host(event.to.domain().as_str()) {
-        return;
-    }
-    // Most requests carry no token: scan before building a DOM.
-    if !event.stanza.child_elements().any(|c| c.name() == "preauth" && c.ns() == NS_PARS) {
-        return;
-    }
-    let Ok(element) = event.stanza.to_element() else { return };
-    let Some(token) = element.get_child("preauth", NS_PARS).and_then(|p| p.attr("token")).map(str::to_owned) else {
-        return;
-    };
-    let (ctx, user, contact) = (ctx.clone(), event.from.to_bare(), event.to.clone());
-    spawner.spawn(&user.clone(), async move {
-        let (t, inviter) = (token.clone(), contact.to_string());
-        let found = ctx.db().run(move |c| store::find(c, &t, now_ms())).await;
-        let invite = match found {
-            Ok(Some(invite)) if invite.kind == Kind::Roster && invite.creator.as_deref() == Some(inviter.as_str()) => {
-                invite
-            }
-            Ok(_) => return,
-            Err(err) => {
-                tracing::error!(error = %err, "invite lookup failed");
-                return;
-            }
-        };
-        let host = invite.host;
-        match ctx.db().run(move |c| store::spend(c, &host, &token, now_ms())).await {
-            Ok(Some(invite)) => apply(&ctx, &invite, &user).await,
-            Ok(None) => {}
-            Err(err) => tracing::error!(error = %err, "invite spending failed"),
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

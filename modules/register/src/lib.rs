@@ -183,12 +183,6 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         let s = state.clone();
         reg.iq_set::<RegisterQuery, _, _>(scope, move |ctx, req| change(ctx, s.clone(), req));
     }
-    let spawner = Arc::new(starling_api::OrderedSpawner::default());
-    // Ahead of the roster module (priority 0), which routes the request afterwards.
-    reg.hook::<starling_api::hooks::SubscriptionOut, _>(10, move |ctx, event| {
-        invite::on_subscription_out(ctx, &spawner, event);
-        starling_api::hooks::Flow::Continue
-    });
     // XEP-0445 §3 (and the older `urn:xmpp:invite` name clients still look for): the
     // invite path, open on every host, closed ones included.
     reg.pre_auth_stream_feature(|_, _| Some(invite::FEATURES.to_owned()));
