@@ -18,6 +18,8 @@ use tokio_rustls::server::TlsStream;
 
 use crate::c2s::bosh::BoshTransport;
 use crate::c2s::websocket::WebSocketTransport;
+use starling_api::ingress::Ingress;
+
 use crate::rate::ReadRate;
 use crate::xml::{Limits, StreamEvent, StreamReader, XmlError};
 
@@ -142,6 +144,7 @@ pub struct XmppStream {
     pub last_activity: Instant,
     /// How fast the peer may send, if limited.
     rate: Option<ReadRate>,
+    ingress: Option<Ingress>,
 }
 
 impl XmppStream {
@@ -154,6 +157,7 @@ impl XmppStream {
             peer,
             last_activity: Instant::now(),
             rate: None,
+            ingress: None,
         }
     }
 
@@ -163,8 +167,14 @@ impl XmppStream {
         self
     }
 
-    /// The next stream event. Cancel-safe: the awaits are the rate limit's pause and the
-    /// socket read, and bytes are handed to the parser only after a read completes.
+    /// Pauses reading while a module asks for back-pressure (see `starling_api::ingress`).
+    pub fn with_ingress(mut self, ingress: Option<Ingress>) -> Self {
+        self.ingress = ingress;
+        self
+    }
+
+    /// The next stream event. Cancel-safe: the awaits are the rate limit's pause, the
+    /// modules' back-pressure and the socket read, and bytes are handed to the parser only after a read completes.
     pub async fn next_event(&mut self) -> Result<StreamEvent, ReadFailure> {
         loop {
             if let Some(event) = self.reader.next_event()? {
@@ -172,6 +182,9 @@ impl XmppStream {
             }
             if let Some(wait) = self.rate.as_mut().and_then(ReadRate::wait) {
                 tokio::time::sleep(wait).await;
+            }
+            if let Some(ingress) = &self.ingress {
+                ingress.until_clear().await;
             }
             // The buffer lives only while a read is pending, so idle sessions between
             // reads hold no read buffer beyond this allocation's capacity.

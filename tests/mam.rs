@@ -372,3 +372,27 @@ async fn the_account_advertises_mam_and_answers_form_and_metadata() {
     assert_eq!(meta.get_child("start", NS_MAM).and_then(|s| s.attr("id")), Some(all.ids[0].as_str()));
     assert_eq!(meta.get_child("end", NS_MAM).and_then(|s| s.attr("id")), Some(all.ids[1].as_str()));
 }
+
+#[tokio::test]
+async fn a_writer_far_behind_the_senders_loses_nothing() {
+    // A queue of four: every burst overflows it, which used to leave messages unarchived.
+    let server = TestServer::start_with(|config| {
+        let settings = toml::from_str("write_queue = 4\nwrite_batch = 2").expect("settings");
+        config.modules.settings.insert("mam".into(), settings);
+    })
+    .await;
+    users(&server, &["alice", "bob"]).await;
+    let mut bob = server.login("bob", "b").await;
+    bob.presence(0).await;
+    bob.sync().await;
+    let mut alice = server.login("alice", "a").await;
+    let burst: String =
+        (0..300).map(|i| format!("<message to='bob@{HOST}' type='chat'><body>b{i:03}</body></message>")).collect();
+    alice.send(&burst).await;
+    let expected: Vec<String> = (0..300).map(|i| format!("b{i:03}")).collect();
+    for owner in [&mut alice, &mut bob] {
+        let page = mam(owner, "", "", "<max>250</max><before/>", "").await.expect("archive");
+        assert_eq!(page.rsm("count").as_deref(), Some("300"), "every message is archived once");
+        assert_eq!(page.bodies, expected[50..], "in the order they were sent");
+    }
+}

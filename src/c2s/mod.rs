@@ -74,6 +74,11 @@ impl C2sShared {
         Limits { max_stanza_bytes: self.config.limits.max_stanza_bytes, max_depth: self.config.limits.max_depth }
     }
 
+    /// The modules' back-pressure, paused on before each read.
+    fn ingress(&self) -> Option<starling_api::ingress::Ingress> {
+        Some(self.context.registry().ingress().clone())
+    }
+
     /// A fresh read-rate bucket for a client stream.
     fn read_rate(&self) -> Option<crate::rate::ReadRate> {
         let limits = &self.config.limits;

@@ -125,7 +125,9 @@ pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2s
                 }
             }
         };
-        let stream = XmppStream::new(transport, peer, shared.limits()).with_read_rate(shared.read_rate());
+        let stream = XmppStream::new(transport, peer, shared.limits())
+            .with_read_rate(shared.read_rate())
+            .with_ingress(shared.ingress());
         negotiation.run(stream).await
     })
     .await;
@@ -419,7 +421,8 @@ impl Negotiation<'_> {
         };
         self.cb = binding_of(tls.get_ref().1, self.shared);
         Ok(XmppStream::new(Transport::Tls(Box::new(tls)), peer, self.shared.limits())
-            .with_read_rate(self.shared.read_rate()))
+            .with_read_rate(self.shared.read_rate())
+            .with_ingress(self.shared.ingress()))
     }
 
     /// One SASL exchange (RFC 6120 §6.4). `Ok(true)` on success (already answered).

@@ -68,7 +68,9 @@ pub(super) async fn handle(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, kind
         verified_tx,
         verified_rx,
     };
-    let mut stream = XmppStream::new(transport, peer, session.s2s.limits()).with_read_rate(session.s2s.read_rate());
+    let mut stream = XmppStream::new(transport, peer, session.s2s.limits())
+        .with_read_rate(session.s2s.read_rate())
+        .with_ingress(session.s2s.ingress());
     loop {
         match session.stream(&mut stream).await {
             Next::Restart => stream.reset(),
@@ -78,7 +80,8 @@ pub(super) async fn handle(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, kind
                 match tokio::time::timeout(session.s2s.negotiation_timeout(), accept).await {
                     Ok(Ok(tls)) => {
                         stream = XmppStream::new(Transport::Tls(Box::new(tls)), peer, session.s2s.limits())
-                            .with_read_rate(session.s2s.read_rate());
+                            .with_read_rate(session.s2s.read_rate())
+                            .with_ingress(session.s2s.ingress());
                     }
                     _ => return tracing::debug!("STARTTLS handshake failed"),
                 }

@@ -113,6 +113,11 @@ impl S2s {
         Limits { max_stanza_bytes: self.config.limits.max_stanza_bytes, max_depth: self.config.limits.max_depth }
     }
 
+    /// The modules' back-pressure, paused on before each read.
+    fn ingress(&self) -> Option<starling_api::ingress::Ingress> {
+        self.context.get().map(|context| context.registry().ingress().clone())
+    }
+
     /// A fresh read-rate bucket for an incoming stream.
     fn read_rate(&self) -> Option<crate::rate::ReadRate> {
         let limits = &self.config.limits;

@@ -20,6 +20,7 @@ pub mod disco;
 pub mod error;
 pub mod hooks;
 pub mod http;
+pub mod ingress;
 pub mod iq;
 pub mod module;
 pub mod ordered;

@@ -167,6 +167,7 @@ pub struct Registry {
     pre_auth_features: Vec<(PreAuthFeatureFn, usize)>,
     hosts: Vec<String>,
     hooks: Hooks,
+    ingress: crate::ingress::Ingress,
 }
 
 /// Work a module does once the server runs, before clients are accepted.
@@ -321,6 +322,11 @@ impl Registry {
         self.initial_backlogs.iter().map(|(f, m)| (f, self.modules[*m]))
     }
 
+    /// What client and server streams wait on before reading (see [`crate::ingress`]).
+    pub fn ingress(&self) -> &crate::ingress::Ingress {
+        &self.ingress
+    }
+
     /// The hook chains.
     pub fn hooks(&self) -> &Hooks {
         &self.hooks
@@ -443,6 +449,12 @@ impl Registrar<'_> {
     {
         let handler: crate::adhoc::CommandFn = Arc::new(move |ctx, req| Box::pin(handler(ctx, req)));
         self.registry.commands.push((AdhocCommand { node, name, access, handler }, self.module));
+    }
+
+    /// A switch that pauses reading on every client and server stream while it is
+    /// raised: back-pressure for a module whose queue fills faster than it drains.
+    pub fn ingress_pressure(&mut self) -> crate::ingress::PressureSource {
+        self.registry.ingress.source()
     }
 
     /// Provides a typed service other modules reach with [`Context::service`], e.g.

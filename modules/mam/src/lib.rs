@@ -17,6 +17,7 @@
 mod archivable;
 mod prefs;
 mod query;
+mod queue;
 mod service;
 mod stanza_id;
 mod store;
@@ -35,7 +36,6 @@ use starling_api::{
     Context, DbConn, IqPayload, IqRequest, IqResult, Migrations, ModuleError, ModuleSpec, Registrar, Scope, Spec,
     SpecSupport, Support, stanza_error, tracing,
 };
-use tokio::sync::mpsc;
 
 pub use prefs::Mode;
 use prefs::{Prefs, PrefsPayload};
@@ -83,7 +83,8 @@ pub struct MamConfig {
     pub default_page_size: usize,
     /// Largest page a client may ask for (default 250).
     pub max_page_size: usize,
-    /// Messages waiting to be written before new ones go unarchived (default 65536).
+    /// Messages waiting to be written; from three-quarters of it on, client and server
+    /// streams pause reading until the writer has caught up (default 65536).
     pub write_queue: usize,
     /// Messages written per transaction at most (default 500).
     pub write_batch: usize,
@@ -144,7 +145,7 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
             message: "max_page_size, write_batch, write_queue and sweep_interval must be positive".into(),
         });
     }
-    let archive = Arc::new(Archive::new(config.clone()));
+    let archive = Arc::new(Archive::new(config.clone(), reg.ingress_pressure()));
     for feature in [NS_MAM, NS_MAM_EXTENDED, NS_SID, NS_FULLTEXT] {
         reg.disco_feature(Scope::OwnAccount, feature);
     }
@@ -225,9 +226,9 @@ async fn load(ctx: Context, archive: Arc<Archive>) -> Result<(), ModuleError> {
     for row in ctx.db().run(store::all_prefs).await.map_err(fail)? {
         archive.prefs.set(row.0.clone(), Prefs::from_row(&row, archive.config.default_mode));
     }
-    let (jobs, queue) = mpsc::channel(archive.config.write_queue);
+    let (jobs, intake) = queue::job_queue(archive.config.write_queue, archive.pressure.clone());
     let _ = archive.jobs.set(jobs);
-    tokio::spawn(writer::run(ctx, queue, archive.config.write_batch));
+    tokio::spawn(writer::run(ctx, intake, archive.config.write_batch));
     Ok(())
 }
 

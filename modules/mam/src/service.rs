@@ -16,16 +16,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use starling_api::archive::{ArchiveQuery, ArchiveService, NS_STANZA_ID};
 use starling_api::hooks::{MessageSent, MessageToAccount};
+use starling_api::ingress::PressureSource;
 use starling_api::jid::{BareJid, Jid};
 use starling_api::minidom::Element;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use starling_api::{BoxFuture, Context, Flow, Stanza, parse_jid, stanza_error, tracing};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::MamConfig;
 use crate::archivable::archivable;
 use crate::prefs::{Decision, PrefsTable};
 use crate::query;
+use crate::queue::JobQueue;
 use crate::stanza_id::IdKey;
 use crate::store::{self, Filter, NewMessage};
 use crate::tokens;
@@ -35,17 +37,19 @@ use crate::writer::{Job, Pending};
 pub struct Archive {
     pub(crate) config: MamConfig,
     pub(crate) key: OnceLock<IdKey>,
-    pub(crate) jobs: OnceLock<mpsc::Sender<Job>>,
+    pub(crate) jobs: OnceLock<JobQueue>,
+    pub(crate) pressure: PressureSource,
     pub(crate) prefs: PrefsTable,
     last_us: AtomicI64,
 }
 
 impl Archive {
-    pub(crate) fn new(config: MamConfig) -> Archive {
+    pub(crate) fn new(config: MamConfig, pressure: PressureSource) -> Archive {
         Archive {
             config,
             key: OnceLock::new(),
             jobs: OnceLock::new(),
+            pressure,
             prefs: PrefsTable::default(),
             last_us: AtomicI64::new(0),
         }
@@ -65,7 +69,7 @@ impl Archive {
     }
 
     /// Queues a message; returns its stanza id, or `None` when the archive is not
-    /// running or its queue is full (the message then goes unarchived, not undelivered).
+    /// running (the message then goes unarchived, not undelivered).
     fn queue(&self, owner: &BareJid, with: &Jid, stanza: &Stanza, if_in_roster: bool) -> Option<String> {
         let (key, jobs) = (self.key.get()?, self.jobs.get()?);
         let owner = owner.to_string();
@@ -79,12 +83,11 @@ impl Archive {
             search_text: String::new(),
             stanza: String::from_utf8_lossy(&stanza.to_bytes()).into_owned(),
         };
-        match jobs.try_send(Job::Store(Box::new(Pending { row, if_in_roster }))) {
-            Ok(()) => Some(stanza_id),
-            Err(_) => {
-                tracing::error!("the archive queue is full; a message goes unarchived");
-                None
-            }
+        if jobs.push(Job::Store(Box::new(Pending { row, if_in_roster }))) {
+            Some(stanza_id)
+        } else {
+            tracing::error!("the archive writer has stopped; a message goes unarchived");
+            None
         }
     }
 
@@ -92,7 +95,7 @@ impl Archive {
     async fn flush(&self) {
         let Some(jobs) = self.jobs.get() else { return };
         let (done, stored) = oneshot::channel();
-        if jobs.send(Job::Flush(done)).await.is_ok() {
+        if jobs.push(Job::Flush(done)) {
             let _ = stored.await;
         }
     }
@@ -245,8 +248,8 @@ pub struct Service(pub Arc<Archive>);
 
 impl ArchiveService for Service {
     fn archive(&self, owner: &BareJid, with: &Jid, message: &Stanza) -> String {
-        // A full queue still gets an id: the caller stamps it, the message is just
-        // not found later (logged by `queue`).
+        // A stopped archive still gives an id: the caller stamps it, the message is
+        // just not found later (logged by `queue`).
         match self.0.queue(owner, with, message, false) {
             Some(id) => id,
             None => self.0.key.get().map(|k| k.new_id(&owner.to_string())).unwrap_or_default(),

@@ -12,7 +12,9 @@ use starling_api::jid::BareJid;
 use starling_api::minidom::Element;
 use starling_api::roster::RosterService;
 use starling_api::{Context, parse_bare_jid, tracing};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use crate::queue::JobIntake;
 
 use crate::store::{self, NewMessage};
 use crate::tokens;
@@ -84,7 +86,7 @@ async fn store_batch(ctx: &Context, rows: Vec<NewMessage>) {
 }
 
 /// Runs until every sender is gone.
-pub async fn run(ctx: Context, mut jobs: mpsc::Receiver<Job>, batch: usize) {
+pub async fn run(ctx: Context, mut jobs: JobIntake, batch: usize) {
     let roster = ctx.service::<dyn RosterService>();
     let mut rows = Vec::with_capacity(batch);
     let mut flushes = Vec::new();
@@ -105,11 +107,12 @@ pub async fn run(ctx: Context, mut jobs: mpsc::Receiver<Job>, batch: usize) {
             if rows.len() >= batch {
                 break;
             }
-            next = jobs.try_recv().ok();
+            next = jobs.try_recv();
         }
         if !rows.is_empty() {
             store_batch(&ctx, std::mem::take(&mut rows)).await;
         }
+        jobs.relieve();
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
