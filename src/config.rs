@@ -231,6 +231,12 @@ pub struct LimitsConfig {
     pub c2s_bytes_per_second: u64,
     /// Bytes a client may send at once before `c2s_bytes_per_second` applies. Default 4 MiB.
     pub c2s_burst_bytes: u64,
+    /// Stanzas per second one client stream may send; beyond its burst the server reads
+    /// it more slowly, as for bytes. 0: no limit. Default 1000.
+    pub c2s_stanzas_per_second: u64,
+    /// Stanzas a client may send at once before `c2s_stanzas_per_second` applies.
+    /// Default 5000.
+    pub c2s_burst_stanzas: u64,
     /// The same for each incoming server-to-server stream, which carries every user of
     /// the peer. Default 16 MiB/s.
     pub s2s_bytes_per_second: u64,
@@ -254,6 +260,8 @@ impl Default for LimitsConfig {
             ],
             c2s_bytes_per_second: 1 << 20,
             c2s_burst_bytes: 4 << 20,
+            c2s_stanzas_per_second: 1000,
+            c2s_burst_stanzas: 5000,
             s2s_bytes_per_second: 16 << 20,
             s2s_burst_bytes: 64 << 20,
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A token bucket over bytes read from one stream.
+/// A token bucket over what one stream reads: bytes, or stanzas.
 #[derive(Debug)]
 pub struct ReadRate {
     per_second: f64,
@@ -25,7 +25,7 @@ pub struct ReadRate {
 }
 
 impl ReadRate {
-    /// A full bucket refilling at `per_second` bytes up to `burst` bytes; `None` when
+    /// A full bucket refilling at `per_second` units up to `burst` units; `None` when
     /// `per_second` is 0 (no limit).
     pub fn new(per_second: u64, burst: u64, kind: &'static str) -> Option<ReadRate> {
         (per_second > 0).then(|| {
@@ -47,9 +47,9 @@ impl ReadRate {
         Some(Duration::from_secs_f64(-self.tokens / self.per_second))
     }
 
-    /// Takes `bytes` from the bucket (it may go below zero: the next read waits).
-    pub fn spend(&mut self, bytes: usize) {
-        self.tokens -= bytes as f64;
+    /// Takes `units` from the bucket (it may go below zero: the next read waits).
+    pub fn spend(&mut self, units: usize) {
+        self.tokens -= units as f64;
     }
 }
 

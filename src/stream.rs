@@ -144,6 +144,7 @@ pub struct XmppStream {
     pub last_activity: Instant,
     /// How fast the peer may send, if limited.
     rate: Option<ReadRate>,
+    stanza_rate: Option<ReadRate>,
     ingress: Option<Ingress>,
 }
 
@@ -157,6 +158,7 @@ impl XmppStream {
             peer,
             last_activity: Instant::now(),
             rate: None,
+            stanza_rate: None,
             ingress: None,
         }
     }
@@ -167,17 +169,31 @@ impl XmppStream {
         self
     }
 
+    /// Limits how many stanzas a second the peer's stream yields (the same bucket, in
+    /// stanzas): a flood of small stanzas is paced like a flood of bytes.
+    pub fn with_stanza_rate(mut self, rate: Option<ReadRate>) -> Self {
+        self.stanza_rate = rate;
+        self
+    }
+
     /// Pauses reading while a module asks for back-pressure (see `starling_api::ingress`).
     pub fn with_ingress(mut self, ingress: Option<Ingress>) -> Self {
         self.ingress = ingress;
         self
     }
 
-    /// The next stream event. Cancel-safe: the awaits are the rate limit's pause, the
+    /// The next stream event. Cancel-safe: the awaits are the rate limits' pauses, the
     /// modules' back-pressure and the socket read, and bytes are handed to the parser only after a read completes.
     pub async fn next_event(&mut self) -> Result<StreamEvent, ReadFailure> {
         loop {
+            // Waiting before the event is taken keeps this cancel-safe: it stays buffered.
+            if let Some(wait) = self.stanza_rate.as_mut().and_then(ReadRate::wait) {
+                tokio::time::sleep(wait).await;
+            }
             if let Some(event) = self.reader.next_event()? {
+                if let (StreamEvent::Stanza(_), Some(rate)) = (&event, &mut self.stanza_rate) {
+                    rate.spend(1);
+                }
                 return Ok(event);
             }
             if let Some(wait) = self.rate.as_mut().and_then(ReadRate::wait) {

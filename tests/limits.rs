@@ -1,6 +1,7 @@
 //! Per-peer limits over real sockets: a client sending faster than
 //! `[limits] c2s_bytes_per_second` is read more slowly, not cut off, and everything it
-//! sent arrives, while another client is served meanwhile; connections beyond
+//! sent arrives, while another client is served meanwhile (the same for
+//! `c2s_stanzas_per_second`); connections beyond
 //! `[limits] connections_per_ip` get a `policy-violation` stream error.
 
 mod common;
@@ -67,4 +68,45 @@ async fn connections_beyond_the_per_address_limit_are_refused() {
     let mut third = Conn::tcp(server.addr()).await;
     third.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>").await;
     assert_eq!(third.stream_error().await.as_deref(), Some("policy-violation"));
+}
+
+fn throttled_stanza_reads() -> u64 {
+    let text = starling::metrics::handle().render();
+    text.lines()
+        .find(|l| l.starts_with("starling_read_throttled_total{kind=\"c2s_stanzas\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_small_stanzas_is_paced_and_loses_nothing() {
+    let server = TestServer::start_with(|config| {
+        config.limits.c2s_stanzas_per_second = 100;
+        config.limits.c2s_burst_stanzas = 50;
+    })
+    .await;
+    server.add_user("flood", "pw").await;
+    server.add_user("calm", "pw").await;
+    let mut flood = server.login("flood", "f").await;
+    let mut calm = server.login("calm", "c").await;
+    let before = throttled_stanza_reads();
+
+    // 150 tiny messages in one write: three times the burst, far below the byte limit.
+    let burst: String = (0..150)
+        .map(|i| format!("<message to='calm@localhost/c' type='chat' id='s{i}'><body>{i}</body></message>"))
+        .collect();
+    flood.send(&burst).await;
+    let (pong, early) = calm.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    assert_eq!(pong.attr("type"), Some("result"), "the other client is served meanwhile");
+    let mut ids: Vec<String> =
+        early.iter().filter(|s| s.name() == "message").map(|m| m.attr("id").unwrap_or_default().to_owned()).collect();
+    while ids.len() < 150 {
+        let message = calm.recv_message().await;
+        ids.push(message.attr("id").unwrap_or_default().to_owned());
+    }
+    assert_eq!(ids, (0..150).map(|i| format!("s{i}")).collect::<Vec<_>>(), "all of it, in order");
+    assert!(throttled_stanza_reads() > before, "the flood was paced");
+    let (pong, _) = flood.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    assert_eq!(pong.attr("type"), Some("result"), "the flooder is still connected");
 }

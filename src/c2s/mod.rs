@@ -79,6 +79,12 @@ impl C2sShared {
         Some(self.context.registry().ingress().clone())
     }
 
+    /// A fresh stanza-rate bucket for a client stream.
+    fn stanza_rate(&self) -> Option<crate::rate::ReadRate> {
+        let limits = &self.config.limits;
+        crate::rate::ReadRate::new(limits.c2s_stanzas_per_second, limits.c2s_burst_stanzas, "c2s_stanzas")
+    }
+
     /// A fresh read-rate bucket for a client stream.
     fn read_rate(&self) -> Option<crate::rate::ReadRate> {
         let limits = &self.config.limits;

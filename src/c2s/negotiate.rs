@@ -127,6 +127,7 @@ pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2s
         };
         let stream = XmppStream::new(transport, peer, shared.limits())
             .with_read_rate(shared.read_rate())
+            .with_stanza_rate(shared.stanza_rate())
             .with_ingress(shared.ingress());
         negotiation.run(stream).await
     })
@@ -422,6 +423,7 @@ impl Negotiation<'_> {
         self.cb = binding_of(tls.get_ref().1, self.shared);
         Ok(XmppStream::new(Transport::Tls(Box::new(tls)), peer, self.shared.limits())
             .with_read_rate(self.shared.read_rate())
+            .with_stanza_rate(self.shared.stanza_rate())
             .with_ingress(self.shared.ingress()))
     }
 
