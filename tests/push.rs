@@ -2,7 +2,8 @@
 //! XEP-0114 component receives the notifications the server publishes for a device
 //! that is inactive (XEP-0352), hibernating or offline, and none while it is active;
 //! registrations survive a restart; a refusing app server disables the registration;
-//! `<disable/>` removes it; and slixmpp, as an independent app server, parses what is
+//! `<disable/>` removes it; a deleted account's devices are not woken for a new account
+//! of the same name; and slixmpp, as an independent app server, parses what is
 //! published.
 
 mod common;
@@ -227,6 +228,33 @@ async fn registrations_survive_a_restart_refusals_disable_them_and_disable_remov
         alice.iq(&format!("<iq type='set' id='{{id}}'><enable xmlns='{NS_PUSH}' jid='{APP_SERVER}'/></iq>")).await;
     assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
     assert!(format!("{reply:?}").contains("bad-request"), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_accounts_devices_are_not_woken_for_a_new_account_of_that_name() {
+    let port = free_port();
+    let server = server(port).await;
+    let mut app = Component::connect(port, APP_SERVER, SECRET).await;
+    let mut alice = server.login("alice", "phone").await;
+    enable(&mut alice, "old-owners-phone", "").await;
+    log_out(alice).await;
+
+    let accounts = server.server.as_ref().expect("running").context.accounts();
+    let jid = starling_api::parse_bare_jid("alice@localhost").expect("jid");
+    accounts.delete(&jid).await.expect("deleted");
+    accounts.create(&jid, "pw").await.expect("created again");
+    let mut alice = server.login("alice", "phone").await;
+    enable(&mut alice, "new-owners-phone", "").await;
+    log_out(alice).await;
+
+    let mut bob = server.login("bob", "desk").await;
+    chat(&mut bob, "alice@localhost", "for-the-new-alice").await;
+    let woken = next_notification(&mut app, None).await;
+    assert_eq!(woken.node, "new-owners-phone", "only the new owner's device");
+    // Nothing else was published: the next request the app server sees is this one.
+    chat(&mut bob, "alice@localhost", "second").await;
+    let next = next_notification(&mut app, None).await;
+    assert_eq!((next.node.as_str(), next.field("last-message-body").as_deref()), ("new-owners-phone", Some("second")));
 }
 
 /// The same with an independent implementation on the app server's side: slixmpp's

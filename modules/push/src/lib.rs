@@ -446,10 +446,46 @@ fn on_subscription(ctx: &Context, push: &Arc<Push>, account: &BareJid) {
         .spawn(account, notify_all(ctx.clone(), push.clone(), account.clone(), targets, LastMessage::default()));
 }
 
+/// The (service, node) pairs stored for `account`.
+async fn stored_registrations(
+    ctx: &Context,
+    account: &BareJid,
+) -> Result<Vec<(String, String)>, starling_api::StorageError> {
+    let (host, username) = account_key(account);
+    ctx.db()
+        .run(move |c| {
+            use push_registrations::dsl as r;
+            push_registrations::table
+                .filter(r::host.eq(host))
+                .filter(r::username.eq(username))
+                .select((r::service, r::node))
+                .load(c)
+        })
+        .await
+}
+
 /// Publishes to each registration in turn; drops those the app server refuses.
 async fn notify_all(ctx: Context, push: Arc<Push>, account: BareJid, targets: Vec<Registration>, last: LastMessage) {
     let timeout = Duration::from_secs(push.config.timeout_seconds);
+    // Deleting an account removes its rows in the deletion's transaction (`forget_user`,
+    // which has no way to reach this memory). A registration without its row belongs to
+    // a deleted account — perhaps one re-created since under the same name — and must
+    // not wake the old device.
+    let stored = match stored_registrations(&ctx, &account).await {
+        Ok(stored) => Some(stored),
+        Err(error) => {
+            starling_api::tracing::warn!(%account, %error, "could not check push registrations; pushing anyway");
+            None
+        }
+    };
     for registration in targets {
+        let service = registration.service.to_string();
+        if let Some(stored) = &stored
+            && !stored.iter().any(|(s, n)| *s == service && *n == registration.node)
+        {
+            push.remove(&account, &registration.service, Some(&registration.node));
+            continue;
+        }
         let Some(request) = notification(&account, &registration, &last) else { continue };
         match ctx.send_iq(request, timeout).await {
             Ok(answer) if answer.type_() == Some("error") => {
