@@ -8,13 +8,27 @@ mod common;
 
 use common::{Conn, TestServer};
 
-fn throttled_reads() -> u64 {
+/// `starling_read_throttled_total` for streams of `kind` (`c2s`, `c2s_stanzas`).
+fn throttled_reads(kind: &str) -> u64 {
     let text = starling::metrics::handle().render();
+    let series = format!("starling_read_throttled_total{{kind=\"{kind}\"}}");
     text.lines()
-        .find(|l| l.starts_with("starling_read_throttled_total{kind=\"c2s\"}"))
+        .find(|l| l.starts_with(&series))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Waits until `calm` has the messages with ids `expected`, counting those that came
+/// with the ping's answer, and checks their order.
+async fn receive_in_order(calm: &mut common::Client, early: &[minidom::Element], expected: Vec<String>) {
+    let mut ids: Vec<String> =
+        early.iter().filter(|s| s.name() == "message").map(|m| m.attr("id").unwrap_or_default().to_owned()).collect();
+    while ids.len() < expected.len() {
+        let message = calm.recv_message().await;
+        ids.push(message.attr("id").unwrap_or_default().to_owned());
+    }
+    assert_eq!(ids, expected, "all of it, in order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +42,7 @@ async fn a_flooding_client_is_slowed_down_and_loses_nothing() {
     server.add_user("calm", "pw").await;
     let mut flood = server.login("flood", "f").await;
     let mut calm = server.login("calm", "c").await;
-    let before = throttled_reads();
+    let before = throttled_reads("c2s");
 
     // About 60 KB at once: three times the burst.
     let padding = "x".repeat(500);
@@ -42,14 +56,8 @@ async fn a_flooding_client_is_slowed_down_and_loses_nothing() {
     // The other client is served while the flood is read slowly.
     let (pong, early) = calm.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"));
-    let mut ids: Vec<String> =
-        early.iter().filter(|s| s.name() == "message").map(|m| m.attr("id").unwrap_or_default().to_owned()).collect();
-    while ids.len() < 120 {
-        let message = calm.recv_message().await;
-        ids.push(message.attr("id").unwrap_or_default().to_owned());
-    }
-    assert_eq!(ids, (0..120).map(|i| format!("f{i}")).collect::<Vec<_>>(), "all of it, in order");
-    assert!(throttled_reads() > before, "the flood was paced");
+    receive_in_order(&mut calm, &early, (0..120).map(|i| format!("f{i}")).collect()).await;
+    assert!(throttled_reads("c2s") > before, "the flood was paced");
     // Still connected.
     let (pong, _) = flood.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"));
@@ -70,15 +78,6 @@ async fn connections_beyond_the_per_address_limit_are_refused() {
     assert_eq!(third.stream_error().await.as_deref(), Some("policy-violation"));
 }
 
-fn throttled_stanza_reads() -> u64 {
-    let text = starling::metrics::handle().render();
-    text.lines()
-        .find(|l| l.starts_with("starling_read_throttled_total{kind=\"c2s_stanzas\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_small_stanzas_is_paced_and_loses_nothing() {
     let server = TestServer::start_with(|config| {
@@ -90,7 +89,7 @@ async fn a_flood_of_small_stanzas_is_paced_and_loses_nothing() {
     server.add_user("calm", "pw").await;
     let mut flood = server.login("flood", "f").await;
     let mut calm = server.login("calm", "c").await;
-    let before = throttled_stanza_reads();
+    let before = throttled_reads("c2s_stanzas");
 
     // 150 tiny messages in one write: three times the burst, far below the byte limit.
     let burst: String = (0..150)
@@ -99,14 +98,8 @@ async fn a_flood_of_small_stanzas_is_paced_and_loses_nothing() {
     flood.send(&burst).await;
     let (pong, early) = calm.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"), "the other client is served meanwhile");
-    let mut ids: Vec<String> =
-        early.iter().filter(|s| s.name() == "message").map(|m| m.attr("id").unwrap_or_default().to_owned()).collect();
-    while ids.len() < 150 {
-        let message = calm.recv_message().await;
-        ids.push(message.attr("id").unwrap_or_default().to_owned());
-    }
-    assert_eq!(ids, (0..150).map(|i| format!("s{i}")).collect::<Vec<_>>(), "all of it, in order");
-    assert!(throttled_stanza_reads() > before, "the flood was paced");
+    receive_in_order(&mut calm, &early, (0..150).map(|i| format!("s{i}")).collect()).await;
+    assert!(throttled_reads("c2s_stanzas") > before, "the flood was paced");
     let (pong, _) = flood.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"), "the flooder is still connected");
 }
