@@ -25,6 +25,8 @@ const CORE_SPECS: &[(Spec, &str, &str, &str)] = &[
     (Spec::Xep(198), "1.6.3", "partial", "core: c2s acks and resumption; no S2S stream management"),
     (Spec::Xep(220), "1.1.2", "complete", "core: with multiplexing of further domains, without XEP-0344"),
     (Spec::Xep(368), "1.1.0", "complete", "core: c2s and s2s"),
+    (Spec::Xep(386), "1.1.0", "complete", "core: inline SM, CSI, and module features such as carbons"),
+    (Spec::Xep(388), "1.0.4", "partial", "core: c2s over TLS; no tasks or continue"),
     (Spec::Xep(352), "1.0.0", "complete", "core"),
     (Spec::Xep(440), "0.4.0", "complete", "core"),
 ];

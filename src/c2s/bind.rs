@@ -18,7 +18,7 @@ use super::stream::XmppStream;
 use crate::config::ResourceConflict;
 use crate::session::{BindOutcome, CloseReason, SessionHandle, SessionReceiver};
 
-type Bound = (FullJid, Arc<SessionHandle>, SessionReceiver);
+pub(super) type Bound = (FullJid, Arc<SessionHandle>, SessionReceiver);
 
 /// A fresh server-generated resource (RFC 6120 §7.6.2.1).
 fn generated_resource() -> String {
@@ -68,20 +68,12 @@ pub(super) async fn bind(
                 None
             }
         }
-        Request::Bind(resource) => match try_bind(user, resource, shared) {
-            Ok(((jid, handle, receiver), replaced)) => {
-                if let Some(old) = replaced {
-                    // Its undelivered stanzas go to offline storage and its contacts learn
-                    // it left before this session can announce itself.
-                    old.close(CloseReason::Replaced);
-                    let _ = tokio::time::timeout(REPLACED_WAIT, old.wait_ended()).await;
-                }
+        Request::Bind(resource) => match bind_resource(user, resource, shared).await {
+            Ok((jid, handle, receiver)) => {
                 let mut result = iq_result(iq, None);
                 let payload = format!("<bind xmlns='{NS_BIND}'><jid>{}</jid></bind>", escaped(&jid.to_string()));
                 result = result.with_children_xml(payload.into_bytes().into());
                 send(stream, &result).await?;
-                tracing::Span::current().record("jid", tracing::field::display(&jid));
-                tracing::info!("resource bound");
                 return Ok(Some((jid, handle, receiver)));
             }
             Err(condition) => Some(
@@ -106,6 +98,25 @@ async fn send(stream: &mut XmppStream, stanza: &Stanza) -> Result<(), ()> {
     let mut out = Vec::new();
     stanza.write_to(&mut out, NS_CLIENT);
     stream.send(&out).await.map_err(|_| ())
+}
+
+/// Binds `resource` (or a generated one) for `user`, closing the session it replaces
+/// first; for RFC 6120 binding and Bind 2 (XEP-0386) alike.
+pub(super) async fn bind_resource(
+    user: &BareJid,
+    resource: Option<String>,
+    shared: &C2sShared,
+) -> Result<Bound, DefinedCondition> {
+    let (bound, replaced) = try_bind(user, resource, shared)?;
+    if let Some(old) = replaced {
+        // Its undelivered stanzas go to offline storage and its contacts learn it left
+        // before this session can announce itself.
+        old.close(CloseReason::Replaced);
+        let _ = tokio::time::timeout(REPLACED_WAIT, old.wait_ended()).await;
+    }
+    tracing::Span::current().record("jid", tracing::field::display(&bound.0));
+    tracing::info!("resource bound");
+    Ok(bound)
 }
 
 /// How long a bind waits for the session it replaces to finish leaving.

@@ -9,6 +9,7 @@
 //! code: the WebSocket framing is one more [`stream::Transport`].
 
 mod bind;
+mod bind2;
 pub mod bosh;
 mod negotiate;
 mod session;

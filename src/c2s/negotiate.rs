@@ -19,6 +19,7 @@ use starling_api::reply::{error_reply, iq_result};
 use starling_api::{Scope, Stanza, caps};
 use tokio_rustls::TlsAcceptor;
 
+use super::bind2::{self, Inline, InlineBound, SaslSuccess};
 use super::sm::{self, NS_SM, Resumption};
 use super::stream::{ReadFailure, Transport, XmppStream};
 use super::{Accepted, C2sShared, ListenerKind, bind};
@@ -34,7 +35,7 @@ pub(super) const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub(super) const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 /// Extensible SASL Profile (XEP-0388).
-const NS_SASL2: &str = "urn:xmpp:sasl:2";
+pub(super) const NS_SASL2: &str = "urn:xmpp:sasl:2";
 
 /// Which SASL profile an exchange uses: the RFC 6120 one, restarted after success, or
 /// XEP-0388's, which continues on the same stream.
@@ -57,8 +58,9 @@ impl Profile {
 enum Authenticated {
     /// Legacy SASL or STARTTLS: the client restarts the stream.
     Restart(XmppStream),
-    /// SASL2 success: the stream goes on without a restart (XEP-0388).
-    Continue(XmppStream),
+    /// SASL2 success, not yet answered: the stream goes on without a restart
+    /// (XEP-0388), as the inline requests of `<authenticate/>` say.
+    Sasl2 { stream: XmppStream, success: SaslSuccess, inline: Inline },
 }
 
 /// A client that finished negotiation: authenticated, with a bound resource.
@@ -67,6 +69,8 @@ pub(super) struct Bound {
     pub jid: FullJid,
     pub handle: Arc<SessionHandle>,
     pub receiver: SessionReceiver,
+    /// Bound with Bind 2 (XEP-0386): the session answers the SASL2 authentication.
+    pub inline: Option<Box<InlineBound>>,
 }
 
 /// How negotiation ended with a session.
@@ -228,6 +232,8 @@ impl Negotiation<'_> {
                     for mechanism in &mechanisms {
                         out.extend_from_slice(format!("<mechanism>{}</mechanism>", mechanism.name()).as_bytes());
                     }
+                    let host = self.host.clone().unwrap_or_default();
+                    out.extend_from_slice(bind2::advertisement(self.shared, &host).as_bytes());
                     out.extend_from_slice(b"</authentication>");
                 }
                 let types = self.cb.types();
@@ -258,11 +264,8 @@ impl Negotiation<'_> {
             }
             stream = match self.pre_auth_phase(stream, &mechanisms).await? {
                 Authenticated::Restart(stream) => stream,
-                Authenticated::Continue(mut stream) => {
-                    let mut out = Vec::new();
-                    self.write_bound_features(&mut out);
-                    send_or_abort(&mut stream, &out).await?;
-                    return self.bind_phase(stream).await;
+                Authenticated::Sasl2 { stream, success, inline } => {
+                    return self.after_sasl2(stream, success, inline).await;
                 }
             };
         }
@@ -353,14 +356,20 @@ impl Negotiation<'_> {
                     }
                 }
                 (NS_SASL, "auth") => {
-                    if self.authenticate(&mut stream, &element, mechanisms, Profile::Legacy).await? {
+                    if let Some(success) = self.authenticate(&mut stream, &element, mechanisms, Profile::Legacy).await?
+                    {
+                        let answer = match success.additional_data {
+                            Some(data) => format!("<success xmlns='{NS_SASL}'>{}</success>", BASE64.encode(data)),
+                            None => format!("<success xmlns='{NS_SASL}'/>"),
+                        };
+                        send_or_abort(&mut stream, answer.as_bytes()).await?;
                         stream.reset();
                         return Ok(Authenticated::Restart(stream));
                     }
                 }
                 (NS_SASL2, "authenticate") => {
-                    if self.authenticate(&mut stream, &element, mechanisms, Profile::Sasl2).await? {
-                        return Ok(Authenticated::Continue(stream));
+                    if let Some(success) = self.authenticate(&mut stream, &element, mechanisms, Profile::Sasl2).await? {
+                        return Ok(Authenticated::Sasl2 { stream, success, inline: Inline::of(&element) });
                     }
                 }
                 (NS_CLIENT, "iq") if !mechanisms.is_empty() => {
@@ -427,14 +436,15 @@ impl Negotiation<'_> {
             .with_ingress(self.shared.ingress()))
     }
 
-    /// One SASL exchange (RFC 6120 §6.4). `Ok(true)` on success (already answered).
+    /// One SASL exchange (RFC 6120 §6.4). `Ok(Some(..))` on success, which the caller
+    /// answers; failures are answered here.
     async fn authenticate(
         &mut self,
         stream: &mut XmppStream,
         auth: &Stanza,
         offered: &[Mechanism],
         profile: Profile,
-    ) -> Result<bool, Abort> {
+    ) -> Result<Option<SaslSuccess>, Abort> {
         let ns = profile.ns();
         let ip = stream.peer.ip();
         let host = self.host.clone().unwrap_or_default();
@@ -448,7 +458,7 @@ impl Negotiation<'_> {
             Ok(mechanism) => mechanism,
             Err(failure) => {
                 send_or_abort(stream, &sasl_failure(profile, failure)).await?;
-                return Ok(false);
+                return Ok(None);
             }
         };
         let mut server = SaslServer::start(mechanism, self.cb.clone());
@@ -464,12 +474,12 @@ impl Negotiation<'_> {
                 send_or_abort(stream, format!("<challenge xmlns='{ns}'/>").as_bytes()).await?;
                 match self.next_response(stream, profile).await? {
                     Some(data) => data,
-                    None => return Ok(false),
+                    None => return Ok(None),
                 }
             }
             Err(failure) => {
                 send_or_abort(stream, &sasl_failure(profile, failure)).await?;
-                return Ok(false);
+                return Ok(None);
             }
         };
         let mut step = server.step(&input);
@@ -480,7 +490,7 @@ impl Negotiation<'_> {
                     send_or_abort(stream, challenge.as_bytes()).await?;
                     input = match self.next_response(stream, profile).await? {
                         Some(data) => data,
-                        None => return Ok(false),
+                        None => return Ok(None),
                     };
                     step = server.step(&input);
                 }
@@ -491,7 +501,7 @@ impl Negotiation<'_> {
                     account = normalised.clone().map(|u| format!("{u}@{host}"));
                     if account.as_deref().is_some_and(|a| self.shared.throttle.account_blocked(a)) {
                         send_or_abort(stream, &sasl_failure(profile, SaslFailure::TemporaryAuthFailure)).await?;
-                        return Ok(false);
+                        return Ok(None);
                     }
                     let creds = match normalised {
                         None => LoginCredentials::Unknown,
@@ -501,7 +511,7 @@ impl Negotiation<'_> {
                                 tracing::error!(error = %err, "credential lookup failed");
                                 send_or_abort(stream, &sasl_failure(profile, SaslFailure::TemporaryAuthFailure))
                                     .await?;
-                                return Ok(false);
+                                return Ok(None);
                             }
                         },
                     };
@@ -514,31 +524,16 @@ impl Negotiation<'_> {
                 Step::Success { username, authzid, additional_data } => {
                     let Some(jid) = starling_api::parse_bare_jid(&format!("{username}@{host}")).ok() else {
                         send_or_abort(stream, &sasl_failure(profile, SaslFailure::NotAuthorized)).await?;
-                        return Ok(false);
+                        return Ok(None);
                     };
                     if authzid.as_deref().is_some_and(|a| starling_api::parse_bare_jid(a).ok().as_ref() != Some(&jid)) {
                         send_or_abort(stream, &sasl_failure(profile, SaslFailure::InvalidAuthzid)).await?;
-                        return Ok(false);
+                        return Ok(None);
                     }
-                    let success = match (profile, additional_data) {
-                        (Profile::Legacy, Some(data)) => {
-                            format!("<success xmlns='{NS_SASL}'>{}</success>", BASE64.encode(data))
-                        }
-                        (Profile::Legacy, None) => format!("<success xmlns='{NS_SASL}'/>"),
-                        // XEP-0388: the authenticated identity is stated; the full
-                        // JID comes with binding.
-                        (Profile::Sasl2, data) => format!(
-                            "<success xmlns='{NS_SASL2}'>{}<authorization-identifier>{}</authorization-identifier></success>",
-                            data.map(|d| format!("<additional-data>{}</additional-data>", BASE64.encode(d)))
-                                .unwrap_or_default(),
-                            escaped(&jid.to_string())
-                        ),
-                    };
-                    send_or_abort(stream, success.as_bytes()).await?;
                     tracing::info!(%jid, mechanism = mechanism.name(), "authenticated");
                     crate::metrics::authentication(true);
                     self.user = Some(jid);
-                    return Ok(true);
+                    return Ok(Some(SaslSuccess { additional_data }));
                 }
                 Step::Failure(failure) => {
                     if matches!(failure, SaslFailure::NotAuthorized | SaslFailure::AccountDisabled) {
@@ -547,7 +542,7 @@ impl Negotiation<'_> {
                         tracing::info!(account = account.as_deref().unwrap_or("?"), "authentication failed");
                     }
                     send_or_abort(stream, &sasl_failure(profile, failure)).await?;
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
         }
@@ -581,6 +576,56 @@ impl Negotiation<'_> {
         }
     }
 
+    /// After SASL2 success (XEP-0388 §2.5): an inline resumption hands the stream to
+    /// its session, which answers; an inline Bind 2 request binds, and the new session
+    /// answers; otherwise `<success/>` goes out now (with `<failed/>` for a resumption
+    /// that failed) and binding follows the bound-stream features.
+    async fn after_sasl2(
+        &mut self,
+        mut stream: XmppStream,
+        mut success: SaslSuccess,
+        inline: Inline,
+    ) -> Result<Negotiated, Abort> {
+        let Some(user) = self.user.clone() else { return Err(Abort::silent(None)) };
+        let mut before_bound = Vec::new();
+        match inline.resume {
+            Some(Ok((previd, h))) => {
+                let resumption = Resumption { stream, h, sasl2: Some(success) };
+                match self.shared.resumes.resume(&previd, &user, resumption) {
+                    Ok(()) => return Ok(Negotiated::Resumed),
+                    Err(refused) => {
+                        tracing::debug!(known = refused.h.is_some(), "inline resumption refused");
+                        stream = refused.resumption.stream;
+                        success = refused.resumption.sasl2.unwrap_or(SaslSuccess { additional_data: None });
+                        before_bound = sm::failed("item-not-found", refused.h);
+                    }
+                }
+            }
+            Some(Err(())) => before_bound = sm::failed("bad-request", None),
+            None => {}
+        }
+        let Some(request) = inline.bind else {
+            let mut out = success.open(&user.to_string()).into_bytes();
+            out.extend_from_slice(&before_bound);
+            out.extend_from_slice(b"</success>");
+            self.write_bound_features(&mut out);
+            send_or_abort(&mut stream, &out).await?;
+            return self.bind_phase(stream).await;
+        };
+        let resource = bind2::resource(&request, inline.user_agent_id.as_deref());
+        match bind::bind_resource(&user, Some(resource), self.shared).await {
+            Ok((jid, handle, receiver)) => {
+                let inline = InlineBound::new(self.shared, &jid, &request, success, before_bound);
+                Ok(Negotiated::Bound(Box::new(Bound { stream, jid, handle, receiver, inline: Some(Box::new(inline)) })))
+            }
+            Err(condition) => {
+                // Authenticated, but without a session the stream has no use.
+                tracing::info!(?condition, "Bind 2 failed");
+                Err(Abort::with(stream, "internal-server-error"))
+            }
+        }
+    }
+
     /// After SASL: legacy session requests are acknowledged, the bind request binds,
     /// `<resume/>` hands the stream to the session it names (XEP-0198 §5).
     async fn bind_phase(&mut self, mut stream: XmppStream) -> Result<Negotiated, Abort> {
@@ -606,7 +651,7 @@ impl Negotiation<'_> {
             }
             match bind::bind(&mut stream, &element, &user, self.shared).await {
                 Ok(Some((jid, handle, receiver))) => {
-                    return Ok(Negotiated::Bound(Box::new(Bound { stream, jid, handle, receiver })));
+                    return Ok(Negotiated::Bound(Box::new(Bound { stream, jid, handle, receiver, inline: None })));
                 }
                 Ok(None) => {}
                 Err(()) => return Err(Abort::silent(None)),
@@ -625,7 +670,7 @@ impl Negotiation<'_> {
             Some(None) => return Err(NotResumed { stream, answer: sm::failed("bad-request", None) }),
             None => return Err(NotResumed { stream, answer: sm::failed("unexpected-request", None) }),
         };
-        match self.shared.resumes.resume(previd, user, Resumption { stream, h }) {
+        match self.shared.resumes.resume(previd, user, Resumption { stream, h, sasl2: None }) {
             Ok(()) => Ok(()),
             Err(refused) => {
                 tracing::debug!(known = refused.h.is_some(), "resumption refused");

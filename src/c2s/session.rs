@@ -29,14 +29,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::C2sShared;
+use super::bind2::{InlineBound, NS_BIND2, NS_CSI, SaslSuccess};
 use super::negotiate::{Bound, NS_CLIENT};
 use super::sm::{self, NS_SM, Resumption, StreamManagement};
 use super::stream::{ReadFailure, XmppStream};
 use crate::session::{CloseReason, SessionHandle, SessionReceiver};
 use crate::xml::{StreamEvent, write_stream_error};
 
-/// XEP-0352 Client State Indication.
-const NS_CSI: &str = "urn:xmpp:csi:0";
 /// Stanzas held for an inactive client before they are sent anyway.
 const CSI_MAX_HELD: usize = 256;
 
@@ -146,7 +145,7 @@ async fn next_resumption(resumptions: &mut Option<mpsc::Receiver<Resumption>>) -
 
 /// Runs the session until it ends, then removes it from the table.
 pub(super) async fn run(bound: Bound, shared: &C2sShared) {
-    let Bound { stream, jid, handle, receiver } = bound;
+    let Bound { stream, jid, handle, receiver, inline } = bound;
     let mut session = Session {
         jid_text: jid.to_string(),
         jid,
@@ -160,6 +159,9 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
         backlog_due: false,
     };
     shared.context.run_hook(&mut SessionStarted { jid: session.jid.clone() });
+    if let Some(inline) = inline {
+        session.start_inline(*inline);
+    }
 
     let mut stream = stream;
     let (end, stream) = loop {
@@ -174,9 +176,9 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
             }
             end => break (end, Some(stream)),
         };
-        let Resumption { stream: resumed, h } = *resumption;
+        let Resumption { stream: resumed, h, sasl2 } = *resumption;
         stream = resumed;
-        if let Some(end) = session.resume(&mut stream, h).await {
+        if let Some(end) = session.resume(&mut stream, h, sasl2).await {
             break (end, Some(stream));
         }
     };
@@ -215,6 +217,10 @@ impl Session<'_> {
         let shared = self.shared;
         let idle = Duration::from_secs(shared.config.c2s.idle_timeout);
         let mut ping_sent: Option<Instant> = None;
+        // What the session owes before it reads (the SASL2 success of an inline bind).
+        if let Err(end) = self.write_out(stream).await {
+            return end;
+        }
         loop {
             let wake = match ping_sent {
                 Some(sent) if stream.last_activity <= sent => sent + idle,
@@ -346,6 +352,25 @@ impl Session<'_> {
         End::ErrorAfter(std::mem::take(&mut self.out.bytes), condition)
     }
 
+    /// Answers the SASL2 authentication that bound this session inline (XEP-0386 §2.3):
+    /// `<success/>` with `<bound/>`, in which stream management is enabled when asked;
+    /// CSI state as asked. Written by the first pass of [`Session::connected`].
+    fn start_inline(&mut self, inline: InlineBound) {
+        let InlineBound { success, before_bound, module_answers, sm_enable, inactive } = inline;
+        self.out.bytes.extend_from_slice(success.open(&self.jid_text).as_bytes());
+        self.out.bytes.extend_from_slice(&before_bound);
+        self.out.bytes.extend_from_slice(format!("<bound xmlns='{NS_BIND2}'>").as_bytes());
+        self.out.bytes.extend_from_slice(module_answers.as_bytes());
+        if let Some(request) = sm_enable {
+            self.enable(&request);
+        }
+        self.out.bytes.extend_from_slice(b"</bound></success>");
+        if inactive {
+            self.csi.inactive = true;
+            self.handle.set_inactive(true);
+        }
+    }
+
     /// XEP-0352 `<active/>` and `<inactive/>`.
     fn on_csi(&mut self, element: &Stanza) -> Result<(), &'static str> {
         match element.name() {
@@ -437,15 +462,19 @@ impl Session<'_> {
         woken
     }
 
-    /// Continues on `stream` (XEP-0198 §5): `<resumed/>` with the server's count, then
-    /// what the client did not receive, unchanged. A failed write shows as the next read
+    /// Continues on `stream` (XEP-0198 §5): `<resumed/>` with the server's count (inside
+    /// the SASL2 `<success/>` when resumed inline), then what the client did not
+    /// receive, unchanged. A failed write shows as the next read
     /// failing, which hibernates the session again; the session being closed meanwhile
     /// ends it.
-    async fn resume(&mut self, stream: &mut XmppStream, h: u32) -> Option<End> {
+    async fn resume(&mut self, stream: &mut XmppStream, h: u32, sasl2: Option<SaslSuccess>) -> Option<End> {
         let sm = self.out.sm.as_mut()?;
         let again = sm.unacked_after_resume(h);
         let previd = sm.id.clone().unwrap_or_default();
-        let resumed = format!("<resumed xmlns='{NS_SM}' previd='{previd}' h='{}'/>", sm.inbound);
+        let mut resumed = format!("<resumed xmlns='{NS_SM}' previd='{previd}' h='{}'/>", sm.inbound);
+        if let Some(success) = sasl2 {
+            resumed = format!("{}{resumed}</success>", success.open(&self.jid_text));
+        }
         tracing::info!(peer = %stream.peer, resent = again.len(), "session resumed");
         self.out.bytes.clear();
         self.out.bytes.extend_from_slice(resumed.as_bytes());

@@ -15,6 +15,7 @@ use jid::BareJid;
 use starling_api::Stanza;
 use tokio::sync::mpsc;
 
+use super::bind2::SaslSuccess;
 use super::stream::XmppStream;
 
 /// The XEP-0198 namespace.
@@ -139,6 +140,8 @@ pub(super) struct Resumption {
     pub stream: XmppStream,
     /// The client's count of stanzas it received (XEP-0198 §5).
     pub h: u32,
+    /// Asked inline in SASL2: `<resumed/>` goes inside this `<success/>`.
+    pub sasl2: Option<SaslSuccess>,
 }
 
 /// Why a resumption was refused; the stream comes back to answer `<failed/>`.

@@ -165,6 +165,7 @@ pub struct Registry {
     initial_backlogs: Vec<(InitialBacklogFn, usize)>,
     pre_auth_iq: HashMap<(IqKind, &'static str, &'static str), (PreAuthIqFn, usize)>,
     pre_auth_features: Vec<(PreAuthFeatureFn, usize)>,
+    bind2_features: Vec<(&'static str, Bind2FeatureFn, usize)>,
     hosts: Vec<String>,
     hooks: Hooks,
     ingress: crate::ingress::Ingress,
@@ -180,6 +181,12 @@ pub type Task = Arc<dyn Fn(Context, CancellationToken) -> crate::BoxFuture<'stat
 /// Stanzas a session is owed once it sends initial presence (see
 /// [`Registrar::initial_backlog`]).
 pub type InitialBacklogFn = Arc<dyn Fn(Context, jid::FullJid) -> crate::BoxFuture<'static, Vec<Stanza>> + Send + Sync>;
+
+/// A feature a client can enable inline in a Bind 2 request (XEP-0386 §2.2): called
+/// with the freshly bound resource and the client's element in the feature's namespace,
+/// before the session starts; answers with an element (as XML) for `<bound/>`, or
+/// nothing.
+pub type Bind2FeatureFn = Arc<dyn Fn(&Context, &jid::FullJid, &minidom::Element) -> Option<String> + Send + Sync>;
 
 impl Registry {
     /// An empty registry for a server hosting `hosts` (the XMPP domains of its accounts).
@@ -305,6 +312,12 @@ impl Registry {
     /// Stream features offered to authenticated clients (XML), with the owning module.
     pub fn stream_features(&self) -> impl Iterator<Item = (&'static str, &'static ModuleSpec)> + '_ {
         self.stream_features.iter().map(|(xml, m)| (*xml, self.modules[*m]))
+    }
+
+    /// Features that can be enabled inline in Bind 2 (XEP-0386), by namespace, with the
+    /// owning module.
+    pub fn bind2_features(&self) -> impl Iterator<Item = (&'static str, &Bind2FeatureFn, &'static ModuleSpec)> + '_ {
+        self.bind2_features.iter().map(|(ns, f, m)| (*ns, f, self.modules[*m]))
     }
 
     /// Start-up work, with the owning module.
@@ -508,6 +521,17 @@ impl Registrar<'_> {
     /// e.g. `<ver xmlns='urn:xmpp:features:rosterver'/>`.
     pub fn stream_feature(&mut self, xml: &'static str) {
         self.registry.stream_features.push((xml, self.module));
+    }
+
+    /// Lets clients enable the feature `ns` inline when they bind with Bind 2
+    /// (XEP-0386 §2.2): it is listed in the `<inline/>` of the SASL2 bind feature, and
+    /// a child element in `ns` of the client's `<bind/>` goes to `handler` (see
+    /// [`Bind2FeatureFn`]).
+    pub fn bind2_feature<F>(&mut self, ns: &'static str, handler: F)
+    where
+        F: Fn(&Context, &jid::FullJid, &minidom::Element) -> Option<String> + Send + Sync + 'static,
+    {
+        self.registry.bind2_features.push((ns, Arc::new(handler), self.module));
     }
 
     /// Handles `<iq type='get'/>` with payload `P` from clients that have not

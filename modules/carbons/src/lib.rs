@@ -67,6 +67,14 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
         set_state(&e, &req.from, false);
         async { IqResult::Ok(None) }
     });
+    // XEP-0386 §2.2: `<enable/>` inside Bind 2 turns carbons on before the first stanza.
+    let e = enabled.clone();
+    reg.bind2_feature(ns::CARBONS, move |_ctx, jid, element| {
+        if element.name() == "enable" {
+            e.set(jid.clone(), true);
+        }
+        None
+    });
     let e = enabled.clone();
     reg.hook::<SessionEnded, _>(0, move |_, event| {
         e.set(event.jid.clone(), false);
