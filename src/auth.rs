@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::storage::accounts::{self, StoredCredential};
 pub const SCRAM_ITERATIONS: u32 = 4096;
 
 /// Hashes credentials are kept for: every SCRAM mechanism offered needs its own keys.
-pub const SCRAM_HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
+pub const SCRAM_HASHES: [ScramHash; 3] = [ScramHash::Sha1, ScramHash::Sha256, ScramHash::Sha512];
 
 pub use starling_api::AccountError;
 
@@ -253,6 +254,63 @@ pub async fn login_credentials(
         })
     })
     .await
+}
+
+/// Which SCRAM hashes every account has keys for. Only those are offered: mechanisms
+/// are offered before the client names its account, and one that picked a hash its
+/// account lacks keys for could not log in. Accounts made by Starling have them all;
+/// imported ones may have fewer until an XEP-0480 upgrade task adds the rest.
+pub struct OfferedHashes {
+    complete: [AtomicBool; SCRAM_HASHES.len()],
+}
+
+impl OfferedHashes {
+    /// Reads which hashes are complete from storage.
+    pub async fn load(db: &Db) -> Result<Self, StorageError> {
+        let offered = OfferedHashes { complete: Default::default() };
+        offered.refresh(db).await?;
+        Ok(offered)
+    }
+
+    /// Checks storage again (after an upgrade added keys).
+    pub async fn refresh(&self, db: &Db) -> Result<(), StorageError> {
+        let missing = db
+            .run(|c| {
+                SCRAM_HASHES
+                    .iter()
+                    .map(|hash| accounts::count_without(c, hash.mechanism_name()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        for (flag, missing) in self.complete.iter().zip(missing) {
+            flag.store(missing == 0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The hashes to offer SCRAM mechanisms for.
+    pub fn hashes(&self) -> Vec<ScramHash> {
+        SCRAM_HASHES.iter().zip(&self.complete).filter(|(_, c)| c.load(Ordering::Relaxed)).map(|(h, _)| *h).collect()
+    }
+}
+
+/// Whether `user@host` is disabled; `None` when there is no such account.
+pub async fn account_disabled(db: &Db, host: &str, user: &str) -> Result<Option<bool>, StorageError> {
+    let (host, user) = (host.to_owned(), user.to_owned());
+    Ok(db.run(move |c| accounts::get(c, &host, &user)).await?.map(|a| a.disabled))
+}
+
+/// The hashes `user@host` has no SCRAM keys for.
+pub async fn missing_hashes(db: &Db, host: &str, user: &str) -> Result<Vec<ScramHash>, StorageError> {
+    let (host, user) = (host.to_owned(), user.to_owned());
+    let present = db.run(move |c| accounts::mechanisms(c, &host, &user)).await?;
+    Ok(SCRAM_HASHES.into_iter().filter(|h| !present.iter().any(|m| m == h.mechanism_name())).collect())
+}
+
+/// Stores keys for a hash the account had none for (an XEP-0480 upgrade task).
+pub async fn add_credentials(db: &Db, host: &str, user: &str, creds: &ScramCredentials) -> Result<bool, StorageError> {
+    let (host, user, stored) = (host.to_owned(), user.to_owned(), to_stored(creds));
+    db.run(move |c| accounts::add_credential(c, &host, &user, &stored)).await
 }
 
 /// Counts failed authentications per IP address and per account in a fixed window

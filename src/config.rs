@@ -185,6 +185,20 @@ pub struct C2sConfig {
     /// The server asks for an acknowledgement (`<r/>`) each time this many stanzas were
     /// sent since it last asked. Default 5.
     pub sm_request_ack_every: usize,
+    /// FAST (XEP-0484): the file holding the server's token key, created (mode 0600)
+    /// when the first token is issued. Tokens are derived from it and a random id in
+    /// the database, so a copy of the database alone logs nobody in; replacing the
+    /// file logs out every FAST client (they fall back to the password). Default
+    /// `data/fast.key`.
+    pub fast_key_file: PathBuf,
+    /// Seconds a FAST token stays valid. Default 1814400 (21 days).
+    pub fast_token_lifetime: u64,
+    /// Seconds after which a used token is replaced by a new one in the same login.
+    /// Default 86400.
+    pub fast_token_rotation: u64,
+    /// Client installations per account that may hold tokens; issuing one more drops
+    /// the longest unused. Default 20.
+    pub fast_tokens_per_account: usize,
 }
 
 impl Default for C2sConfig {
@@ -197,6 +211,10 @@ impl Default for C2sConfig {
             sm_resume_timeout: 3600,
             sm_max_unacked: 5000,
             sm_request_ack_every: 5,
+            fast_key_file: PathBuf::from("data/fast.key"),
+            fast_token_lifetime: 21 * 86400,
+            fast_token_rotation: 86400,
+            fast_tokens_per_account: 20,
         }
     }
 }

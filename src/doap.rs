@@ -26,7 +26,11 @@ const CORE_SPECS: &[(Spec, &str, &str, &str)] = &[
     (Spec::Xep(220), "1.1.2", "complete", "core: with multiplexing of further domains, without XEP-0344"),
     (Spec::Xep(368), "1.1.0", "complete", "core: c2s and s2s"),
     (Spec::Xep(386), "1.1.0", "complete", "core: inline SM, CSI, and module features such as carbons"),
-    (Spec::Xep(388), "1.0.4", "partial", "core: c2s over TLS; no tasks or continue"),
+    (Spec::Xep(388), "1.0.4", "complete", "core: c2s over TLS; tasks are the XEP-0480 upgrades"),
+    (Spec::Xep(474), "0.5.0", "complete", "core: SASL and SASL2"),
+    (Spec::Xep(478), "0.1.0", "complete", "core: c2s"),
+    (Spec::Xep(480), "0.1.0", "complete", "core: UPGR-SCRAM-SHA-256 and UPGR-SCRAM-SHA-512"),
+    (Spec::Xep(484), "0.2.0", "complete", "core: HT-SHA-256-EXPR, -ENDP and -NONE; no TLS 0-RTT"),
     (Spec::Xep(352), "1.0.0", "complete", "core"),
     (Spec::Xep(440), "0.4.0", "complete", "core"),
 ];

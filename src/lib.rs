@@ -13,6 +13,7 @@ pub mod cli;
 pub mod component;
 pub mod config;
 pub mod doap;
+pub mod fast;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -157,6 +157,9 @@ impl Server {
             tracing::debug!(module = module.name, task = name, "starting background task");
             tasks.spawn(task(context.clone(), shutdown.child_token()));
         }
+        let offered_hashes =
+            crate::auth::OfferedHashes::load(&db).await.context("cannot read which SCRAM hashes accounts have")?;
+        let db_for_fast = db.clone();
         let shared = Arc::new(C2sShared {
             config: config.clone(),
             tls_starttls: certs.server_config(&[]),
@@ -178,6 +181,8 @@ impl Server {
                 config.limits.connections_per_ip_exempt.clone(),
             ),
             resumes: c2s::ResumeTable::default(),
+            offered_hashes,
+            fast: crate::fast::FastTokens::new(db_for_fast, &config.c2s),
         });
 
         let mut c2s_addrs = Vec::new();

@@ -17,7 +17,7 @@ use starling_api::Stanza;
 use starling_api::minidom::Element;
 
 use super::C2sShared;
-use super::negotiate::{NS_SASL2, escaped};
+use super::negotiate::{NS_FAST, NS_SASL2, escaped};
 use super::sm::NS_SM;
 
 /// Bind 2 (XEP-0386).
@@ -30,6 +30,8 @@ pub(super) const NS_CSI: &str = "urn:xmpp:csi:0";
 pub(super) struct SaslSuccess {
     /// The mechanism's final data (SCRAM's server-final-message).
     pub additional_data: Option<Vec<u8>>,
+    /// A FAST token issued in this login (XEP-0484 §3.3).
+    pub fast_token: Option<crate::fast::IssuedToken>,
 }
 
 impl SaslSuccess {
@@ -41,8 +43,18 @@ impl SaslSuccess {
             .as_ref()
             .map(|d| format!("<additional-data>{}</additional-data>", BASE64.encode(d)))
             .unwrap_or_default();
+        let token = self
+            .fast_token
+            .as_ref()
+            .map(|t| {
+                let expiry = chrono::DateTime::from_timestamp_millis(t.expires_at_ms)
+                    .unwrap_or_default()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                format!("<token xmlns='{NS_FAST}' expiry='{expiry}' token='{}'/>", escaped(&t.token))
+            })
+            .unwrap_or_default();
         format!(
-            "<success xmlns='{NS_SASL2}'>{data}<authorization-identifier>{}</authorization-identifier>",
+            "<success xmlns='{NS_SASL2}'>{data}<authorization-identifier>{}</authorization-identifier>{token}",
             escaped(authzid)
         )
     }
@@ -125,9 +137,9 @@ impl InlineBound {
     }
 }
 
-/// The `<inline/>` of the SASL2 `<authentication/>` feature: stream management
+/// The core's part of the SASL2 `<inline/>` feature list: stream management
 /// resumption, and Bind 2 with the features it can enable on `host`.
-pub(super) fn advertisement(shared: &C2sShared, host: &str) -> String {
+pub(super) fn inline_features(shared: &C2sShared, host: &str) -> String {
     let context = &shared.context;
     let mut features: Vec<&str> = vec![NS_SM, NS_CSI];
     for (ns, _, module) in context.registry().bind2_features() {
@@ -136,7 +148,7 @@ pub(super) fn advertisement(shared: &C2sShared, host: &str) -> String {
         }
     }
     let features: String = features.iter().map(|ns| format!("<feature var='{ns}'/>")).collect();
-    format!("<inline><sm xmlns='{NS_SM}'/><bind xmlns='{NS_BIND2}'><inline>{features}</inline></bind></inline>")
+    format!("<sm xmlns='{NS_SM}'/><bind xmlns='{NS_BIND2}'><inline>{features}</inline></bind>")
 }
 
 /// The resource Bind 2 binds for a client: `tag.hash~random`, or `hash~random`

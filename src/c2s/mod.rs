@@ -68,6 +68,10 @@ pub struct C2sShared {
     pub per_ip: crate::rate::ConnectionsPerIp,
     /// Sessions a new connection can resume (XEP-0198).
     pub resumes: ResumeTable,
+    /// The SCRAM hashes every account has keys for, the ones offered.
+    pub offered_hashes: crate::auth::OfferedHashes,
+    /// FAST tokens (XEP-0484).
+    pub fast: crate::fast::FastTokens,
 }
 
 impl C2sShared {

@@ -23,7 +23,10 @@ use super::bind2::{self, Inline, InlineBound, SaslSuccess};
 use super::sm::{self, NS_SM, Resumption};
 use super::stream::{ReadFailure, Transport, XmppStream};
 use super::{Accepted, C2sShared, ListenerKind, bind};
+
+mod sasl2;
 use crate::auth::{self, LoginCredentials};
+use crate::sasl::ht::HtMechanism;
 use crate::sasl::{self, ChannelBinding, Mechanism, SaslFailure, SaslServer, Step};
 use crate::session::{SessionHandle, SessionReceiver};
 use crate::xml::{HeaderOut, StreamEvent, StreamHeader, escape_text, write_stream_error, write_stream_header};
@@ -36,6 +39,10 @@ pub(super) const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 /// Extensible SASL Profile (XEP-0388).
 pub(super) const NS_SASL2: &str = "urn:xmpp:sasl:2";
+/// Fast Authentication Streamlining Tokens (XEP-0484).
+pub(super) const NS_FAST: &str = "urn:xmpp:fast:0";
+/// Stream Limits Advertisement (XEP-0478).
+const NS_STREAM_LIMITS: &str = "urn:xmpp:stream-limits:0";
 
 /// Which SASL profile an exchange uses: the RFC 6120 one, restarted after success, or
 /// XEP-0388's, which continues on the same stream.
@@ -60,7 +67,7 @@ enum Authenticated {
     Restart(XmppStream),
     /// SASL2 success, not yet answered: the stream goes on without a restart
     /// (XEP-0388), as the inline requests of `<authenticate/>` say.
-    Sasl2 { stream: XmppStream, success: SaslSuccess, inline: Inline },
+    Sasl2 { stream: XmppStream, success: SaslSuccess, inline: Box<Inline> },
 }
 
 /// A client that finished negotiation: authenticated, with a bound resource.
@@ -211,7 +218,11 @@ impl Negotiation<'_> {
             let tls = stream.is_tls();
             let plaintext_ok =
                 !tls && self.shared.config.c2s.allow_plaintext_auth_on_loopback && stream.peer.ip().is_loopback();
-            let mechanisms = if tls || plaintext_ok { sasl::offered_mechanisms(&self.cb, true) } else { Vec::new() };
+            let mechanisms = if tls || plaintext_ok {
+                sasl::offered_mechanisms(&self.cb, true, &self.shared.offered_hashes.hashes())
+            } else {
+                Vec::new()
+            };
             out.extend_from_slice(b"<stream:features>");
             if !tls && stream.can_starttls() {
                 out.extend_from_slice(format!("<starttls xmlns='{NS_TLS}'>").as_bytes());
@@ -228,13 +239,10 @@ impl Negotiation<'_> {
                 out.extend_from_slice(b"</mechanisms>");
                 // XEP-0388: the same mechanisms for the SASL2 profile, over TLS only.
                 if tls {
-                    out.extend_from_slice(format!("<authentication xmlns='{NS_SASL2}'>").as_bytes());
-                    for mechanism in &mechanisms {
-                        out.extend_from_slice(format!("<mechanism>{}</mechanism>", mechanism.name()).as_bytes());
-                    }
                     let host = self.host.clone().unwrap_or_default();
-                    out.extend_from_slice(bind2::advertisement(self.shared, &host).as_bytes());
-                    out.extend_from_slice(b"</authentication>");
+                    out.extend_from_slice(
+                        sasl2::authentication_feature(self.shared, &host, &mechanisms, &self.cb).as_bytes(),
+                    );
                 }
                 let types = self.cb.types();
                 if !types.is_empty() {
@@ -245,6 +253,7 @@ impl Negotiation<'_> {
                     out.extend_from_slice(b"</sasl-channel-binding>");
                 }
             }
+            self.write_limits(&mut out);
             if !mechanisms.is_empty() {
                 // Pre-authentication features (XEP-0077 registration) need a secured
                 // stream, like SASL.
@@ -265,7 +274,7 @@ impl Negotiation<'_> {
             stream = match self.pre_auth_phase(stream, &mechanisms).await? {
                 Authenticated::Restart(stream) => stream,
                 Authenticated::Sasl2 { stream, success, inline } => {
-                    return self.after_sasl2(stream, success, inline).await;
+                    return self.after_sasl2(stream, success, *inline).await;
                 }
             };
         }
@@ -295,7 +304,21 @@ impl Negotiation<'_> {
                 out.extend_from_slice(feature.as_bytes());
             }
         }
+        self.write_limits(out);
         out.extend_from_slice(b"</stream:features>");
+    }
+
+    /// XEP-0478: the largest stanza accepted and the silence after which the server
+    /// checks the client is still there (an XEP-0199 ping, see the session).
+    fn write_limits(&self, out: &mut Vec<u8>) {
+        let config = &self.shared.config;
+        out.extend_from_slice(
+            format!(
+                "<limits xmlns='{NS_STREAM_LIMITS}'><max-bytes>{}</max-bytes><idle-seconds>{}</idle-seconds></limits>",
+                config.limits.max_stanza_bytes, config.c2s.idle_timeout
+            )
+            .as_bytes(),
+        );
     }
 
     /// RFC 6120 §4.7: namespace, version, and a `to` we serve (the same on restarts).
@@ -368,8 +391,18 @@ impl Negotiation<'_> {
                     }
                 }
                 (NS_SASL2, "authenticate") => {
-                    if let Some(success) = self.authenticate(&mut stream, &element, mechanisms, Profile::Sasl2).await? {
-                        return Ok(Authenticated::Sasl2 { stream, success, inline: Inline::of(&element) });
+                    let token_mechanism = element.attr("mechanism").and_then(HtMechanism::from_name);
+                    let (success, token_used) = match token_mechanism {
+                        Some(mechanism) => match self.authenticate_token(&mut stream, &element, mechanism).await? {
+                            Some((success, used)) => (Some(success), Some(used)),
+                            None => (None, None),
+                        },
+                        None => (self.authenticate(&mut stream, &element, mechanisms, Profile::Sasl2).await?, None),
+                    };
+                    if let Some(mut success) = success
+                        && self.finish_sasl2(&mut stream, &element, &mut success, token_used).await?
+                    {
+                        return Ok(Authenticated::Sasl2 { stream, success, inline: Box::new(Inline::of(&element)) });
                     }
                 }
                 (NS_CLIENT, "iq") if !mechanisms.is_empty() => {
@@ -461,7 +494,9 @@ impl Negotiation<'_> {
                 return Ok(None);
             }
         };
-        let mut server = SaslServer::start(mechanism, self.cb.clone());
+        let names: Vec<&str> = offered.iter().map(|m| m.name()).collect();
+        let advertised = sasl::downgrade_protection_input(&names, &self.cb.types());
+        let mut server = SaslServer::start(mechanism, self.cb.clone(), Some(&advertised));
         let mut account: Option<String> = None;
         let initial = match profile {
             Profile::Legacy => sasl_payload(auth),
@@ -533,7 +568,7 @@ impl Negotiation<'_> {
                     tracing::info!(%jid, mechanism = mechanism.name(), "authenticated");
                     crate::metrics::authentication(true);
                     self.user = Some(jid);
-                    return Ok(Some(SaslSuccess { additional_data }));
+                    return Ok(Some(SaslSuccess { additional_data, fast_token: None }));
                 }
                 Step::Failure(failure) => {
                     if matches!(failure, SaslFailure::NotAuthorized | SaslFailure::AccountDisabled) {
@@ -596,7 +631,8 @@ impl Negotiation<'_> {
                     Err(refused) => {
                         tracing::debug!(known = refused.h.is_some(), "inline resumption refused");
                         stream = refused.resumption.stream;
-                        success = refused.resumption.sasl2.unwrap_or(SaslSuccess { additional_data: None });
+                        success =
+                            refused.resumption.sasl2.unwrap_or(SaslSuccess { additional_data: None, fast_token: None });
                         before_bound = sm::failed("item-not-found", refused.h);
                     }
                 }

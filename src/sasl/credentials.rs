@@ -2,7 +2,7 @@
 
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
 use super::SaslError;
@@ -14,6 +14,8 @@ pub enum ScramHash {
     Sha1,
     /// SCRAM-SHA-256
     Sha256,
+    /// SCRAM-SHA-512 (draft-melnikov-scram-sha-512)
+    Sha512,
 }
 
 impl ScramHash {
@@ -22,6 +24,7 @@ impl ScramHash {
         match self {
             ScramHash::Sha1 => "SCRAM-SHA-1",
             ScramHash::Sha256 => "SCRAM-SHA-256",
+            ScramHash::Sha512 => "SCRAM-SHA-512",
         }
     }
 
@@ -40,6 +43,12 @@ impl ScramHash {
                 mac.update(data);
                 mac.finalize().into_bytes().to_vec()
             }
+            ScramHash::Sha512 => {
+                let mut mac = <Hmac<Sha512> as Mac>::new_from_slice(key)
+                    .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+                mac.update(data);
+                mac.finalize().into_bytes().to_vec()
+            }
         }
     }
 
@@ -48,15 +57,22 @@ impl ScramHash {
         match self {
             ScramHash::Sha1 => Sha1::digest(data).to_vec(),
             ScramHash::Sha256 => Sha256::digest(data).to_vec(),
+            ScramHash::Sha512 => Sha512::digest(data).to_vec(),
         }
     }
 
     /// `Hi(password, salt, i)`, i.e. PBKDF2 with HMAC of this hash.
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    pub(crate) fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             ScramHash::Sha1 => pbkdf2::pbkdf2_hmac_array::<Sha1, 20>(password, salt, iterations).to_vec(),
             ScramHash::Sha256 => pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations).to_vec(),
+            ScramHash::Sha512 => pbkdf2::pbkdf2_hmac_array::<Sha512, 64>(password, salt, iterations).to_vec(),
         }
+    }
+
+    /// The hash a mechanism name without `-PLUS` stands for.
+    pub fn from_mechanism_name(name: &str) -> Option<Self> {
+        [ScramHash::Sha1, ScramHash::Sha256, ScramHash::Sha512].into_iter().find(|h| h.mechanism_name() == name)
     }
 }
 
@@ -96,14 +112,30 @@ impl ScramCredentials {
     pub fn derive_with_salt(password: &str, hash: ScramHash, iterations: u32, salt: &[u8]) -> Result<Self, SaslError> {
         let prepared = stringprep::saslprep(password).map_err(|_| SaslError::BadPassword)?;
         let salted = hash.salted_password(prepared.as_bytes(), salt, iterations);
-        let client_key = hash.hmac(&salted, b"Client Key");
-        Ok(ScramCredentials {
+        Ok(Self::from_salted_password(hash, salt, iterations, &salted))
+    }
+
+    /// Credentials from a client-computed `SaltedPassword` (the XEP-0480 SCRAM upgrade
+    /// task: the client derives it from the password with the salt and iteration count
+    /// the server chose).
+    pub fn from_salted_password(hash: ScramHash, salt: &[u8], iterations: u32, salted: &[u8]) -> Self {
+        let client_key = hash.hmac(salted, b"Client Key");
+        ScramCredentials {
             hash,
             salt: salt.to_vec(),
             iterations,
             stored_key: hash.hash(&client_key),
-            server_key: hash.hmac(&salted, b"Server Key"),
-        })
+            server_key: hash.hmac(salted, b"Server Key"),
+        }
+    }
+
+    /// The length of this hash's output, which a client's `SaltedPassword` must have.
+    pub fn output_len(hash: ScramHash) -> usize {
+        match hash {
+            ScramHash::Sha1 => 20,
+            ScramHash::Sha256 => 32,
+            ScramHash::Sha512 => 64,
+        }
     }
 
     /// Whether `password` matches, compared in constant time (used by PLAIN).

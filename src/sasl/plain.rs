@@ -31,7 +31,9 @@ impl Plain {
         let username = username.into_owned();
         let authzid = (!authzid.is_empty()).then(|| authzid.to_owned());
         self.pending = Some((username.clone(), authzid, password.to_owned()));
-        Step::NeedCredentials { username, hash: ScramHash::Sha256 }
+        // Every account has SHA-1 keys (they are made for every password, and upgrade
+        // tasks only add others), so the password can always be checked against them.
+        Step::NeedCredentials { username, hash: ScramHash::Sha1 }
     }
 
     pub(super) fn credentials(&mut self, creds: Option<ScramCredentials>) -> Step {

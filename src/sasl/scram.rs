@@ -1,5 +1,6 @@
 //! SCRAM server side (RFC 5802, RFC 7677), with channel binding for the -PLUS
-//! variants: `tls-exporter` (RFC 9266) and `tls-server-end-point` (RFC 5929).
+//! variants: `tls-exporter` (RFC 9266) and `tls-server-end-point` (RFC 5929), and the
+//! downgrade protection of XEP-0474 as an extension attribute of the server-first-message.
 
 use std::sync::OnceLock;
 
@@ -35,11 +36,22 @@ pub(super) struct Scram {
     cb: ChannelBinding,
     state: State,
     server_nonce: String,
+    /// The XEP-0474 extension of the server-first-message (`,h=` and the hash).
+    downgrade_protection: String,
 }
 
 impl Scram {
-    pub(super) fn new(hash: ScramHash, plus: bool, cb: ChannelBinding) -> Self {
-        Scram { hash, plus, cb, state: State::ClientFirst, server_nonce: BASE64.encode(rand::random::<[u8; 18]>()) }
+    pub(super) fn new(hash: ScramHash, plus: bool, cb: ChannelBinding, advertised: Option<&str>) -> Self {
+        Scram {
+            hash,
+            plus,
+            cb,
+            state: State::ClientFirst,
+            server_nonce: BASE64.encode(rand::random::<[u8; 18]>()),
+            downgrade_protection: advertised
+                .map(|a| format!(",h={}", BASE64.encode(hash.hash(a.as_bytes()))))
+                .unwrap_or_default(),
+        }
     }
 
     #[cfg(test)]
@@ -82,7 +94,8 @@ impl Scram {
             _ => fake_credentials(self.hash, &first.username),
         };
         let nonce = format!("{}{}", first.nonce, self.server_nonce);
-        let server_first = format!("r={nonce},s={},i={}", BASE64.encode(&creds.salt), creds.iterations);
+        let server_first =
+            format!("r={nonce},s={},i={}{}", BASE64.encode(&creds.salt), creds.iterations, self.downgrade_protection);
         let challenge = server_first.clone().into_bytes();
         self.state = State::ClientFinal { first: First { nonce, ..first }, server_first, creds, known };
         Step::Challenge(challenge)

@@ -152,7 +152,8 @@ pub fn credential(
     .transpose()
 }
 
-/// Replaces all credentials (a password change); `false` if the account does not exist.
+/// Replaces all credentials (a password change) and drops the account's FAST tokens;
+/// `false` if the account does not exist.
 pub fn set_credentials(conn: &mut DbConn, host: &str, username: &str, creds: &[StoredCredential]) -> QueryResult<bool> {
     let result = conn.transaction(|conn| {
         diesel::delete(
@@ -164,6 +165,8 @@ pub fn set_credentials(conn: &mut DbConn, host: &str, username: &str, creds: &[S
         if !exists(conn, host, username)? {
             return Err(diesel::result::Error::NotFound);
         }
+        // A new password logs out every client holding a FAST token.
+        super::fast_tokens::delete_account(conn, host, username)?;
         insert_credentials(conn, host, username, creds)
     });
     match result {
@@ -190,6 +193,7 @@ pub fn delete(conn: &mut DbConn, host: &str, username: &str, forget: &[ForgetUse
             forget_user(conn, host, username)?;
         }
         // Explicit, so the result does not depend on SQLite's foreign-key pragma.
+        super::fast_tokens::delete_account(conn, host, username)?;
         diesel::delete(
             account_credentials::table
                 .filter(account_credentials::host.eq(host))
@@ -219,6 +223,42 @@ pub fn list(conn: &mut DbConn, host: &str) -> QueryResult<Vec<AccountInfo>> {
 /// How many accounts `host` has.
 pub fn count(conn: &mut DbConn, host: &str) -> QueryResult<i64> {
     accounts::table.filter(accounts::host.eq(host)).count().get_result(conn)
+}
+
+/// Adds credentials for a mechanism the account has none for (a SASL upgrade task);
+/// `false` if it already has them or does not exist.
+pub fn add_credential(conn: &mut DbConn, host: &str, username: &str, cred: &StoredCredential) -> QueryResult<bool> {
+    if !exists(conn, host, username)? {
+        return Ok(false);
+    }
+    match insert_credentials(conn, host, username, std::slice::from_ref(cred)) {
+        Ok(()) => Ok(true),
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// The mechanisms the account has credentials for.
+pub fn mechanisms(conn: &mut DbConn, host: &str, username: &str) -> QueryResult<Vec<String>> {
+    account_credentials::table
+        .filter(account_credentials::host.eq(host))
+        .filter(account_credentials::username.eq(username))
+        .select(account_credentials::mechanism)
+        .load(conn)
+}
+
+/// How many accounts (on every host) have no credentials for `mechanism`.
+pub fn count_without(conn: &mut DbConn, mechanism: &str) -> QueryResult<i64> {
+    use diesel::dsl::{exists, not};
+    accounts::table
+        .filter(not(exists(
+            account_credentials::table
+                .filter(account_credentials::host.eq(accounts::host))
+                .filter(account_credentials::username.eq(accounts::username))
+                .filter(account_credentials::mechanism.eq(mechanism)),
+        )))
+        .count()
+        .get_result(conn)
 }
 
 #[cfg(test)]
@@ -254,6 +294,15 @@ mod tests {
                     assert_eq!(credential(c, "x.test", "alice", "SCRAM-SHA-1")?, None);
                     assert_eq!(credential(c, "x.test", "alice", "SCRAM-SHA-256")?, Some(cred("SCRAM-SHA-256", 9)));
                     assert!(!set_credentials(c, "x.test", "nobody", &[])?);
+                    assert_eq!(count_without(c, "SCRAM-SHA-256")?, 3, "bob, y.test's alice, ünïcødé");
+                    assert!(add_credential(c, "x.test", "alice", &cred("SCRAM-SHA-512", 3))?);
+                    assert!(!add_credential(c, "x.test", "alice", &cred("SCRAM-SHA-512", 4))?, "already there");
+                    assert!(!add_credential(c, "x.test", "nobody", &cred("SCRAM-SHA-512", 4))?);
+                    assert_eq!(credential(c, "x.test", "alice", "SCRAM-SHA-512")?, Some(cred("SCRAM-SHA-512", 3)));
+                    let mut mechanisms = mechanisms(c, "x.test", "alice")?;
+                    mechanisms.sort();
+                    assert_eq!(mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-512"]);
+                    assert_eq!(count_without(c, "SCRAM-SHA-512")?, 3);
                     assert!(set_disabled(c, "x.test", "bob", true)?);
                     assert_eq!(get(c, "x.test", "bob")?.map(|a| a.disabled), Some(true));
                     let names: Vec<_> = list(c, "x.test")?.into_iter().map(|a| a.username).collect();

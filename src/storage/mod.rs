@@ -1,7 +1,8 @@
-//! The core's tables (accounts) and its migrations; the pool itself is
+//! The core's tables (accounts, FAST tokens) and its migrations; the pool itself is
 //! `starling_api::Db`, shared with the modules.
 
 pub mod accounts;
+pub mod fast_tokens;
 pub mod schema;
 pub mod test_db;
 

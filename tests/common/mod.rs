@@ -8,6 +8,7 @@ pub mod dns;
 pub mod federation;
 pub mod http;
 pub mod peers;
+pub mod sasl2;
 pub mod scram;
 pub mod websocket;
 
@@ -79,6 +80,11 @@ impl TestServer {
         self.server().http_tls_addrs[0]
     }
 
+    /// The server's database.
+    pub fn db(&self) -> &starling_api::Db {
+        self.server().context.db()
+    }
+
     /// Creates `user@localhost` with `password`.
     pub async fn add_user(&self, user: &str, password: &str) {
         self.add_user_at(user, HOST, password).await;
@@ -134,6 +140,8 @@ hosts = ["{HOST}"]
 [listen]
 c2s = ["127.0.0.1:0"]
 c2s_direct_tls = ["127.0.0.1:0"]
+[c2s]
+fast_key_file = "{fast_key}"
 [tls]
 cert_dir = "{certs}"
 generate_self_signed = true
@@ -152,6 +160,7 @@ storage_dir = "{uploads}"
 listen = "127.0.0.1:0"
 "#,
         certs = dir.join("certs").display(),
+        fast_key = dir.join("fast.key").display(),
         db = dir.join("test.sqlite").display(),
         uploads = dir.join("upload").display(),
         enabled = enabled.join(", "),

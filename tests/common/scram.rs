@@ -5,12 +5,13 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hash {
     Sha1,
     Sha256,
+    Sha512,
 }
 
 fn hmac(hash: Hash, key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -25,6 +26,11 @@ fn hmac(hash: Hash, key: &[u8], data: &[u8]) -> Vec<u8> {
             mac.update(data);
             mac.finalize().into_bytes().to_vec()
         }
+        Hash::Sha512 => {
+            let mut mac = Hmac::<Sha512>::new_from_slice(key).expect("any key length");
+            mac.update(data);
+            mac.finalize().into_bytes().to_vec()
+        }
     }
 }
 
@@ -32,10 +38,12 @@ fn h(hash: Hash, data: &[u8]) -> Vec<u8> {
     match hash {
         Hash::Sha1 => Sha1::digest(data).to_vec(),
         Hash::Sha256 => Sha256::digest(data).to_vec(),
+        Hash::Sha512 => Sha512::digest(data).to_vec(),
     }
 }
 
-fn salted(hash: Hash, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+/// `SaltedPassword` (RFC 5802 §3), also what an XEP-0480 upgrade task sends.
+pub fn salted(hash: Hash, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
     match hash {
         Hash::Sha1 => {
             let mut out = [0u8; 20];
@@ -45,6 +53,11 @@ fn salted(hash: Hash, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
         Hash::Sha256 => {
             let mut out = [0u8; 32];
             pbkdf2::pbkdf2::<Hmac<Sha256>>(password.as_bytes(), salt, iterations, &mut out).expect("pbkdf2");
+            out.to_vec()
+        }
+        Hash::Sha512 => {
+            let mut out = [0u8; 64];
+            pbkdf2::pbkdf2::<Hmac<Sha512>>(password.as_bytes(), salt, iterations, &mut out).expect("pbkdf2");
             out.to_vec()
         }
     }
@@ -119,6 +132,22 @@ impl ScramClient {
         let server_key = hmac(self.hash, &salted, b"Server Key");
         self.server_signature = hmac(self.hash, &server_key, auth_message.as_bytes());
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// The XEP-0474 `h` attribute the server-first-message should carry for what the
+    /// client saw advertised: sorted mechanisms joined by U+001E, then U+001F and the
+    /// sorted channel-binding types, hashed with this exchange's hash.
+    pub fn expected_downgrade_hash(&self, mechanisms: &[String], cb_types: &[String]) -> String {
+        let mut mechanisms = mechanisms.to_vec();
+        mechanisms.sort();
+        let mut input = mechanisms.join("\u{1e}");
+        if !cb_types.is_empty() {
+            let mut types = cb_types.to_vec();
+            types.sort();
+            input.push('\u{1f}');
+            input.push_str(&types.join("\u{1e}"));
+        }
+        B64.encode(h(self.hash, input.as_bytes()))
     }
 
     /// Checks the server-final message (`v=…`): the server proved it knows the keys.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what tests/converse_web.rs needs: Debian's Chromium (driven headless by
-# playwright-core, never Playwright's own browser download) and the pinned npm
-# packages of tests/web (converse.js, playwright-core) from package-lock.json.
+# Installs what tests/converse_web.rs and tests/xmppjs_interop.rs need: Debian's
+# Chromium (driven headless by playwright-core, never Playwright's own browser
+# download) and the pinned npm packages of tests/web (converse.js, playwright-core,
+# @xmpp/client) from package-lock.json.
 # Idempotent; the apt step needs root (CI is).
 set -euo pipefail
 cd "$(dirname "$0")/../web"
@@ -28,4 +29,4 @@ if ! node -e '
   }' 2>/dev/null; then
   npm ci --no-audit --no-fund --ignore-scripts
 fi
-echo "browser test ready: $(/usr/bin/chromium --version 2>/dev/null || echo chromium), node $(node --version), converse.js $(node -p "require('./node_modules/converse.js/package.json').version")"
+echo "browser test ready: $(/usr/bin/chromium --version 2>/dev/null || echo chromium), node $(node --version), converse.js $(node -p "require('./node_modules/converse.js/package.json').version"), xmpp.js $(node -p "require('./node_modules/@xmpp/client/package.json').version")"
