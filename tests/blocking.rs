@@ -89,3 +89,68 @@ async fn domains_can_be_blocked() {
     bob.sync().await;
     assert!(alice.sync().await.iter().all(|s| s.name() != "message"));
 }
+
+/// XEP-0377: a report rides on a block; the block works as without it, the report is
+/// kept for the administrators, and the feature is advertised.
+#[tokio::test]
+async fn a_spam_report_blocks_and_is_kept_for_the_admins() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    server.add_user("spammer", "pw").await;
+    let mut alice = server.login("alice", "a").await;
+    assert!(alice.server_features().await.iter().any(|f| f == "urn:xmpp:reporting:1"));
+    let (reply, _) = alice
+        .iq(&format!(
+            "<iq type='set' id='{{id}}'><block xmlns='{BLOCKING}'><item jid='spammer@localhost'>\
+             <report xmlns='urn:xmpp:reporting:1' reason='urn:xmpp:reporting:spam'>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='m-1'/>\
+             <text xml:lang='en'>cheap watches</text></report></item></block></iq>"
+        ))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let mut spammer = server.login("spammer", "s").await;
+    spammer.send("<message to='alice@localhost/a' type='chat'><body>buy now</body></message>").await;
+    assert!(alice.sync().await.iter().all(|s| s.name() != "message"), "the report also blocks");
+
+    #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        username: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        reported: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        reason: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        report_text: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        stanza_ids: String,
+    }
+    let rows: Vec<Row> = server
+        .db()
+        .run(|c| {
+            use diesel::RunQueryDsl;
+            diesel::sql_query("SELECT username, reported, reason, report_text, stanza_ids FROM blocking_reports")
+                .load(c)
+        })
+        .await
+        .expect("rows");
+    assert_eq!(
+        rows,
+        [Row {
+            username: "alice".into(),
+            reported: "spammer@localhost".into(),
+            reason: "urn:xmpp:reporting:spam".into(),
+            report_text: "cheap watches".into(),
+            stanza_ids: "alice@localhost m-1".into(),
+        }]
+    );
+
+    // A report without a known reason is a bad request, and nothing is blocked.
+    let (reply, _) = alice
+        .iq(&format!(
+            "<iq type='set' id='{{id}}'><block xmlns='{BLOCKING}'><item jid='other@localhost'>\
+             <report xmlns='urn:xmpp:reporting:1' reason='because'/></item></block></iq>"
+        ))
+        .await;
+    assert_eq!(condition(&reply).as_deref(), Some("bad-request"));
+}

@@ -13,6 +13,10 @@
 //! All lists are held in memory (loaded at start, written through to
 //! `blocking_items`), because the routing filter runs for every stanza and cannot wait
 //! for the database.
+//!
+//! Spam reports (XEP-0377) ride on block requests: see [`report`].
+
+mod report;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -22,7 +26,8 @@ use starling_api::hooks::{Routing, SessionEnded};
 use starling_api::jid::{BareJid, FullJid, Jid};
 use starling_api::minidom::Element;
 use starling_api::reply::{child_xml, error_reply};
-use starling_api::xmpp_parsers::blocking::{Block, BlocklistRequest, BlocklistResult, Unblock};
+use starling_api::tracing;
+use starling_api::xmpp_parsers::blocking::{BlocklistRequest, BlocklistResult, Unblock};
 use starling_api::xmpp_parsers::ns;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{
@@ -34,18 +39,34 @@ use starling_api::{
 pub static MODULE: ModuleSpec = ModuleSpec {
     name: "blocking",
     summary: "XEP-0191 Blocking Command",
-    specs: &[SpecSupport {
-        spec: Spec::Xep(191),
-        version: "1.3",
-        status: Support::Complete,
-        features: &[ns::BLOCKING],
-    }],
+    specs: &[
+        SpecSupport { spec: Spec::Xep(191), version: "1.3", status: Support::Complete, features: &[ns::BLOCKING] },
+        SpecSupport {
+            spec: Spec::Xep(377),
+            version: "0.4.0",
+            status: Support::Complete,
+            features: &[report::NS_REPORTING],
+        },
+    ],
     migrations: Some(&MIGRATIONS),
     forget_user: Some(forget_user),
     start,
 };
 
 static MIGRATIONS: Migrations = starling_api::migrations!();
+
+diesel::table! {
+    /// Spam and abuse reports (XEP-0377) per reporting account.
+    blocking_reports (host, username, reported, created_at) {
+        host -> Text,
+        username -> Text,
+        reported -> Text,
+        reason -> Text,
+        report_text -> Text,
+        stanza_ids -> Text,
+        created_at -> BigInt,
+    }
+}
 
 diesel::table! {
     /// Blocked JIDs per account.
@@ -88,6 +109,7 @@ impl Lists {
 
 fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
     reg.disco_feature(Scope::Server, ns::BLOCKING);
+    reg.disco_feature(Scope::Server, report::NS_REPORTING);
     let lists = Arc::new(Lists::default());
     let l = lists.clone();
     reg.on_start(move |ctx| load(ctx, l.clone()));
@@ -97,9 +119,16 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         async move { get(req, &l) }
     });
     let l = lists.clone();
-    reg.iq_set::<Block, _, _>(Scope::OwnAccount, move |ctx, req| {
+    reg.iq_set::<report::BlockRequest, _, _>(Scope::OwnAccount, move |ctx, req| {
         let l = l.clone();
-        async move { change(ctx, req.from, req.payload.items, true, l).await }
+        async move {
+            let report::BlockRequest { items, reports } = req.payload;
+            let result = change(ctx.clone(), req.from.clone(), items, true, l).await;
+            if result.is_ok() && !reports.is_empty() {
+                store_reports(&ctx, &req.from, reports).await;
+            }
+            result
+        }
     });
     let l = lists.clone();
     reg.iq_set::<Unblock, _, _>(Scope::OwnAccount, move |ctx, req| {
@@ -271,9 +300,62 @@ fn filter(ctx: &Context, event: &mut Routing, lists: &Lists) -> Flow {
     Flow::Continue
 }
 
+/// Logs and keeps the reports of a block that was carried out.
+async fn store_reports(ctx: &Context, reporter: &Jid, reports: Vec<report::Report>) {
+    let owner = reporter.to_bare();
+    let host = owner.domain().to_string();
+    let name = owner.node().map(|n| n.to_string()).unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    for report in &reports {
+        tracing::warn!(
+            target: "starling::spam_report",
+            reporter = %owner,
+            reported = %report.jid,
+            reason = %report.reason,
+            text = %report.text,
+            messages = report.stanza_ids.len(),
+            "spam report"
+        );
+    }
+    let rows: Vec<_> = reports
+        .into_iter()
+        .enumerate()
+        .map(|(n, r)| {
+            (
+                blocking_reports::host.eq(host.clone()),
+                blocking_reports::username.eq(name.clone()),
+                blocking_reports::reported.eq(r.jid.to_string()),
+                blocking_reports::reason.eq(r.reason),
+                blocking_reports::report_text.eq(r.text),
+                blocking_reports::stanza_ids.eq(r.stanza_ids.join("\n")),
+                // Distinct per report of one request (the key includes the time).
+                blocking_reports::created_at.eq(now + n as i64),
+            )
+        })
+        .collect();
+    // One insert per row: batch inserts do not build on the multi-backend connection.
+    let stored = ctx
+        .db()
+        .run(move |c| {
+            for row in &rows {
+                diesel::insert_into(blocking_reports::table).values(row.clone()).execute(c)?;
+            }
+            QueryResult::Ok(())
+        })
+        .await;
+    if let Err(err) = stored {
+        tracing::error!(error = %err, "storing spam reports failed");
+    }
+}
+
 fn forget_user(conn: &mut DbConn, host: &str, user: &str) -> QueryResult<()> {
     diesel::delete(
         blocking_items::table.filter(blocking_items::host.eq(host)).filter(blocking_items::username.eq(user)),
+    )
+    .execute(conn)?;
+    diesel::delete(
+        blocking_reports::table.filter(blocking_reports::host.eq(host)).filter(blocking_reports::username.eq(user)),
     )
     .execute(conn)?;
     Ok(())

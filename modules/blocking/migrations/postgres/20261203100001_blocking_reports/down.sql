@@ -1,0 +1,1 @@
+DROP TABLE blocking_reports;
