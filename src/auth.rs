@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
@@ -316,15 +316,28 @@ pub async fn add_credentials(db: &Db, host: &str, user: &str, creds: &ScramCrede
 /// Counts failed authentications per IP address and per account in a fixed window
 /// (config `limits.auth_failures` per `limits.auth_failure_window`).
 pub struct AuthThrottle {
-    max_failures: u32,
-    window: Duration,
+    max_failures: AtomicU32,
+    window_ms: AtomicU64,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl AuthThrottle {
     /// A throttle allowing `max_failures` per `window`.
     pub fn new(max_failures: u32, window: Duration) -> Self {
-        AuthThrottle { max_failures, window, failures: Mutex::new(HashMap::new()) }
+        let throttle =
+            AuthThrottle { max_failures: 0.into(), window_ms: 0.into(), failures: Mutex::new(HashMap::new()) };
+        throttle.set_limits(max_failures, window);
+        throttle
+    }
+
+    /// Changes the limits (a reload); counts so far are kept.
+    pub fn set_limits(&self, max_failures: u32, window: Duration) {
+        self.max_failures.store(max_failures, Ordering::Relaxed);
+        self.window_ms.store(u64::try_from(window.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms.load(Ordering::Relaxed))
     }
 
     fn key_ip(ip: IpAddr) -> String {
@@ -337,7 +350,8 @@ impl AuthThrottle {
 
     fn blocked(&self, key: &str) -> bool {
         let table = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        table.get(key).is_some_and(|(count, since)| *count >= self.max_failures && since.elapsed() < self.window)
+        let (max, window) = (self.max_failures.load(Ordering::Relaxed), self.window());
+        table.get(key).is_some_and(|(count, since)| *count >= max && since.elapsed() < window)
     }
 
     /// Whether logins from `ip` are refused for now.
@@ -356,12 +370,13 @@ impl AuthThrottle {
         let now = Instant::now();
         if table.len() > 100_000 {
             // Bounded memory under a distributed attack: forget expired windows.
-            table.retain(|_, (_, since)| since.elapsed() < self.window);
+            let window = self.window();
+            table.retain(|_, (_, since)| since.elapsed() < window);
         }
         let keys = std::iter::once(Self::key_ip(ip)).chain(account.map(Self::key_account));
         for key in keys {
             let entry = table.entry(key).or_insert((0, now));
-            if entry.1.elapsed() >= self.window {
+            if entry.1.elapsed() >= self.window() {
                 *entry = (0, now);
             }
             entry.0 += 1;

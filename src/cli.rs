@@ -1,7 +1,11 @@
 //! The `starling` command line: run the server, check the config, migrate the
-//! database, manage accounts, describe the modules.
+//! database, manage accounts, describe the modules, and act on the running server
+//! through its admin socket (`status`, `sessions`, `announce`, `reload`, `shutdown`;
+//! the `user` commands go through it too when the server runs, so that deleting or
+//! disabling an account ends its sessions).
 //!
-//! Exit codes: 0 success, 1 failure (the message says why), 2 bad usage (clap).
+//! Exit codes: 0 success, 1 failure (the message says why), 2 bad usage (clap),
+//! 3 the server is not running (for the commands that need it).
 
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -9,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+use crate::admin_socket::{AdminRequest, AdminSocketError};
 use crate::auth::{self, account_jid};
 use crate::config::Config;
 use crate::storage::accounts;
@@ -50,6 +55,27 @@ pub enum Command {
     /// Invitations (XEP-0401, XEP-0379).
     #[command(subcommand)]
     Invite(InviteCommand),
+    /// The running server: version, uptime, sessions per host.
+    Status,
+    /// The running server's sessions, one full JID per line with its presence.
+    Sessions,
+    /// Send a message to every online user of the running server.
+    Announce {
+        /// The text.
+        text: String,
+    },
+    /// Make the running server read its configuration file again (as SIGHUP does)
+    /// and say what was applied and what needs a restart.
+    Reload,
+    /// Stop the running server, after telling online users.
+    Shutdown {
+        /// Seconds to wait before stopping.
+        #[arg(long, default_value_t = 0)]
+        delay: u64,
+        /// Told to every online user first.
+        #[arg(long)]
+        message: Option<String>,
+    },
 }
 
 /// `starling invite …`
@@ -166,6 +192,64 @@ pub enum UserCommand {
     },
 }
 
+/// The request for a command only the running server can carry out.
+fn server_request(command: &Command) -> anyhow::Result<Option<AdminRequest>> {
+    Ok(Some(match command {
+        Command::Status => AdminRequest::Status,
+        Command::Sessions => AdminRequest::Sessions,
+        Command::Announce { text } => AdminRequest::Announce { text: text.clone() },
+        Command::Reload => AdminRequest::Reload,
+        Command::Shutdown { delay, message } => {
+            AdminRequest::Shutdown { delay_seconds: *delay, message: message.clone() }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// The request for an account command, which the running server carries out when
+/// there is one (it also ends the sessions of deleted and disabled accounts).
+fn account_request(config: &Config, command: &Command) -> anyhow::Result<Option<AdminRequest>> {
+    let Command::User(user) = command else { return Ok(None) };
+    if config.server.admin_socket.as_os_str().is_empty() || !config.server.admin_socket.exists() {
+        return Ok(None);
+    }
+    let hosts = &config.server.hosts;
+    Ok(Some(match user {
+        UserCommand::Add { jid, password_file } => AdminRequest::UserAdd {
+            jid: account_jid(jid, hosts)?.to_string(),
+            password: read_password(password_file.as_deref())?,
+        },
+        UserCommand::Del { jid } => AdminRequest::UserDel { jid: account_jid(jid, hosts)?.to_string() },
+        UserCommand::Passwd { jid, password_file } => AdminRequest::UserPasswd {
+            jid: account_jid(jid, hosts)?.to_string(),
+            password: read_password(password_file.as_deref())?,
+        },
+        UserCommand::Disable { jid } => {
+            AdminRequest::UserDisable { jid: account_jid(jid, hosts)?.to_string(), disabled: true }
+        }
+        UserCommand::Enable { jid } => {
+            AdminRequest::UserDisable { jid: account_jid(jid, hosts)?.to_string(), disabled: false }
+        }
+        UserCommand::AddRange { .. } | UserCommand::List { .. } => return Ok(None),
+    }))
+}
+
+/// Sends `request` over the admin socket and prints the answer; a refusal is an error.
+async fn send_to_server(config: &Config, request: &AdminRequest) -> anyhow::Result<()> {
+    let path = &config.server.admin_socket;
+    if path.as_os_str().is_empty() {
+        bail!("[server] admin_socket is empty: the running server cannot be reached");
+    }
+    let response = crate::admin_socket::request(path, request).await?;
+    if !response.ok {
+        bail!("{}", response.text);
+    }
+    if !response.text.is_empty() {
+        println!("{}", response.text);
+    }
+    Ok(())
+}
+
 /// The configuration file to use when `--config` is not given.
 pub fn default_config_path() -> PathBuf {
     if let Some(path) = std::env::var_os("STARLING_CONFIG") {
@@ -211,6 +295,15 @@ fn first_line(mut reader: impl BufRead) -> anyhow::Result<String> {
 
 /// Runs an account or maintenance command against the configured database.
 pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()> {
+    if let Some(request) = server_request(command)? {
+        return send_to_server(config, &request).await;
+    }
+    if let Some(request) = account_request(config, command)? {
+        match send_to_server(config, &request).await {
+            Err(err) if matches!(err.downcast_ref::<AdminSocketError>(), Some(AdminSocketError::NotRunning(_))) => {}
+            other => return other,
+        }
+    }
     let db = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || crate::server::open_database(&config)).await??
@@ -366,7 +459,15 @@ pub async fn run_admin(config: &Config, command: &Command) -> anyhow::Result<()>
                 println!("{}", invite::landing_url_at(&config.http.public_url, &token));
             }
         }
-        Command::Serve | Command::CheckConfig | Command::Modules | Command::Doap => {}
+        Command::Serve
+        | Command::CheckConfig
+        | Command::Modules
+        | Command::Doap
+        | Command::Status
+        | Command::Sessions
+        | Command::Announce { .. }
+        | Command::Reload
+        | Command::Shutdown { .. } => {}
     }
     Ok(())
 }

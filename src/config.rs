@@ -42,7 +42,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[server]`
@@ -84,7 +84,7 @@ pub struct Config {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// The virtual hosts (XMPP domains) served, e.g. `["example.org"]`.
@@ -92,10 +92,19 @@ pub struct ServerConfig {
     /// Bare JIDs of the server administrators.
     #[serde(default)]
     pub admins: Vec<String>,
+    /// The local admin socket the `starling` command line talks to the running
+    /// server through (mode 0600: the server's OS user only). Empty: none. Default
+    /// `data/starling.sock`.
+    #[serde(default = "default_admin_socket")]
+    pub admin_socket: PathBuf,
+}
+
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from("data/starling.sock")
 }
 
 /// `[listen]`: where to accept connections. An empty list disables that listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
     /// Client connections with STARTTLS (RFC 6120 §5). Default `["[::]:5222"]`.
@@ -114,7 +123,7 @@ impl Default for ListenConfig {
 }
 
 /// `[tls]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Directory holding `<domain>.crt`/`<domain>.key`, `<domain>/fullchain.pem` +
@@ -132,7 +141,7 @@ impl Default for TlsConfig {
 }
 
 /// `[storage]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `sqlite://data/starling.sqlite` (default) or `postgres://user@host/db`.
@@ -161,7 +170,7 @@ pub enum ResourceConflict {
 }
 
 /// `[c2s]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct C2sConfig {
     /// Allow authentication without TLS on loopback connections only (for load tests
@@ -220,7 +229,7 @@ impl Default for C2sConfig {
 }
 
 /// `[limits]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest stanza accepted, in bytes (`policy-violation` beyond). Default 262144.
@@ -287,7 +296,7 @@ impl Default for LimitsConfig {
 }
 
 /// `[s2s]`: server-to-server streams (RFC 6120, XEP-0220, XEP-0178, XEP-0368).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S2sConfig {
     /// Federate at all. Default `true`; `false` answers stanzas to other domains with
@@ -411,7 +420,7 @@ impl StaticRoute {
 /// `[http]`: one HTTP listener for every HTTP service (XEP-0156 host-meta, `/metrics`,
 /// RFC 7395 WebSocket, and the routes modules add, such as file upload). Off unless a
 /// listen address is given.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Plain HTTP, for running behind a reverse proxy that terminates TLS, e.g.
@@ -435,7 +444,7 @@ pub struct HttpConfig {
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `error`, `warn`, `info` (default), `debug`, `trace`, or a tracing filter such as
@@ -462,7 +471,7 @@ pub enum LogFormat {
 }
 
 /// `[modules]`: which modules run, and their settings as `[modules.<name>]` tables.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ModulesConfig {
     /// Modules enabled on every host.
     #[serde(default)]
@@ -473,7 +482,7 @@ pub struct ModulesConfig {
 }
 
 /// `[hosts."<domain>"]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
     /// Modules from `[modules] enabled` that do not run for this host.

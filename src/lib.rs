@@ -7,11 +7,13 @@
 //! queue or to a module's handler. Modules (crates under `modules/`) see the server
 //! only through `starling_api`. [`server::Server`] wires it all from a [`config::Config`].
 
+pub mod admin_socket;
 pub mod auth;
 pub mod c2s;
 pub mod cli;
 pub mod component;
 pub mod config;
+pub mod control;
 pub mod doap;
 pub mod fast;
 pub mod http;

@@ -37,7 +37,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("starling: {err:#}");
-            ExitCode::FAILURE
+            match err.downcast_ref::<starling::admin_socket::AdminSocketError>() {
+                Some(starling::admin_socket::AdminSocketError::NotRunning(_)) => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -48,7 +51,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
-    wait_for_signal().await?;
+    let control = server.control.clone();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match control.reload_now().await {
+                Ok(report) => tracing::info!("SIGHUP: {}", report.describe()),
+                Err(err) => tracing::error!("SIGHUP: reload failed: {err}"),
+            }
+        }
+    });
+    tokio::select! {
+        result = wait_for_signal() => result?,
+        _ = server.stopped() => {}
+    }
     server.shutdown().await;
     Ok(())
 }

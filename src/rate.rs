@@ -56,7 +56,7 @@ impl ReadRate {
 /// Open connections per IP address, with a ceiling.
 #[derive(Debug, Clone)]
 pub struct ConnectionsPerIp {
-    max: usize,
+    max: Arc<std::sync::atomic::AtomicUsize>,
     exempt: Arc<Vec<IpAddr>>,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
@@ -71,18 +71,24 @@ pub struct IpSlot {
 impl ConnectionsPerIp {
     /// At most `max` connections per address (0: no limit), except for `exempt` ones.
     pub fn new(max: usize, exempt: Vec<IpAddr>) -> Self {
-        ConnectionsPerIp { max, exempt: Arc::new(exempt), open: Arc::default() }
+        ConnectionsPerIp { max: Arc::new(max.into()), exempt: Arc::new(exempt), open: Arc::default() }
+    }
+
+    /// Changes the limit for connections opened from now on (a reload).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A slot for a new connection from `ip`, or `None` when it has `max` open already.
     pub fn open(&self, ip: IpAddr) -> Option<IpSlot> {
         let ip = canonical(ip);
-        if self.max == 0 || self.exempt.iter().any(|e| canonical(*e) == ip) {
+        let max = self.max.load(std::sync::atomic::Ordering::Relaxed);
+        if max == 0 || self.exempt.iter().any(|e| canonical(*e) == ip) {
             return Some(IpSlot { ip, open: None });
         }
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(ip).or_default();
-        if *count >= self.max {
+        if *count >= max {
             return None;
         }
         *count += 1;

@@ -544,6 +544,17 @@ mod tests {
         _db: TestDb,
     }
 
+    /// The router never reloads or stops the server.
+    struct NoControl;
+
+    impl starling_api::ServerControl for NoControl {
+        fn reload(&self) -> starling_api::BoxFuture<'static, Result<starling_api::ReloadReport, String>> {
+            Box::pin(async { Err("not in this test".into()) })
+        }
+
+        fn shutdown(&self, _: std::time::Duration, _: Option<String>) {}
+    }
+
     fn harness(modules: &str) -> Harness {
         let text = format!("[server]\nhosts = [\"localhost\"]\n[modules]\nenabled = [{modules}]\n");
         let config = Arc::new(Config::parse(&text, std::path::Path::new("test.toml")).expect("config"));
@@ -573,6 +584,7 @@ mod tests {
                 let config = config.clone();
                 Arc::new(move |module: &str, host: &str| config.module_enabled_for(module, host))
             },
+            control: Arc::new(NoControl),
         });
         router.set_context(context.clone());
         let jid = jid::FullJid::new("alice@localhost/phone").expect("jid");

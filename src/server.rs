@@ -15,6 +15,7 @@ use crate::auth::{AuthThrottle, CoreAccounts};
 use crate::c2s::{self, C2sShared, ListenerKind};
 use crate::c2s::{bosh, websocket};
 use crate::config::Config;
+use crate::control::CoreControl;
 use crate::http::{Endpoint, HttpListeners, HttpShared, REL_BOSH, REL_WEBSOCKET, websocket_url};
 use crate::router::StanzaRouter;
 use crate::s2s::{ListenerKind as S2sListener, S2s};
@@ -43,6 +44,8 @@ pub struct Server {
     pub context: Context,
     /// The session table.
     pub sessions: Arc<SessionTable>,
+    /// Reload and shutdown on request.
+    pub control: Arc<CoreControl>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -113,7 +116,9 @@ impl Server {
         let router = Arc::new(StanzaRouter::new(sessions.clone(), registry.clone(), config.clone()));
         let enabled = config.modules.enabled.iter().filter_map(|name| crate::modules::find(name)).collect();
         let accounts = CoreAccounts::new(db.clone(), config.server.hosts.clone(), enabled, sessions.clone());
+        let control = Arc::new(CoreControl::new(certs.clone()));
         let context = Context::new(ContextParts {
+            control: control.clone(),
             router: router.clone(),
             sessions: sessions.clone(),
             accounts: Arc::new(accounts),
@@ -161,7 +166,7 @@ impl Server {
             crate::auth::OfferedHashes::load(&db).await.context("cannot read which SCRAM hashes accounts have")?;
         let db_for_fast = db.clone();
         let shared = Arc::new(C2sShared {
-            config: config.clone(),
+            config: std::sync::RwLock::new(config.clone()),
             tls_starttls: certs.server_config(&[]),
             tls_direct: certs.server_config(&[ALPN_XMPP_CLIENT]),
             certs: certs.clone(),
@@ -185,6 +190,32 @@ impl Server {
             fast: crate::fast::FastTokens::new(db_for_fast, &config.c2s),
         });
 
+        control.attach(context.clone(), shared.clone());
+        // The admin socket is bound before any listener, so that a second server on
+        // the same data directory stops here.
+        if !config.server.admin_socket.as_os_str().is_empty() {
+            let path = config.server.admin_socket.clone();
+            let listener = crate::admin_socket::bind(&path).await?;
+            tracing::info!(path = %path.display(), "admin socket listening");
+            tasks.spawn(crate::admin_socket::serve(
+                listener,
+                path,
+                context.clone(),
+                control.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
+        {
+            // An administrator's shutdown request (XEP-0133, `starling shutdown`).
+            let (requested, shutdown) = (control.stop_requested(), shutdown.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = requested.cancelled() => shutdown.cancel(),
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+        }
         let mut c2s_addrs = Vec::new();
         let mut c2s_direct_tls_addrs = Vec::new();
         let listeners = config.listen.c2s.iter().map(|a| (*a, ListenerKind::StartTls));
@@ -246,9 +277,15 @@ impl Server {
             http_tls_addrs,
             context,
             sessions,
+            control,
             shutdown,
             tasks,
         })
+    }
+
+    /// Resolves when the server stops on its own: an administrator asked it to.
+    pub async fn stopped(&self) {
+        self.shutdown.cancelled().await;
     }
 
     /// Closes every stream with `system-shutdown` and waits (at most 10 s) for the

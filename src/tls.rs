@@ -62,18 +62,19 @@ pub enum TlsError {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HostCert {
     domain: String,
     key: Arc<CertifiedKey>,
     end_point: Vec<u8>,
 }
 
-/// The certificates of all hosts. Loading again and building a new config is how
-/// certificates are renewed.
+/// The certificates of all hosts. [`CertStore::reload`] swaps in renewed ones: the
+/// rustls configurations resolve through the store on every handshake, so new
+/// connections get them at once.
 #[derive(Debug)]
 pub struct CertStore {
-    hosts: Vec<HostCert>,
+    hosts: std::sync::RwLock<Arc<Vec<HostCert>>>,
 }
 
 /// The one crypto provider (ring) everything here uses.
@@ -105,25 +106,39 @@ impl CertStore {
                 .map_err(|e| TlsError::Key { domain: domain.clone(), message: e.to_string() })?;
             hosts.push(HostCert { domain: domain.clone(), key: Arc::new(key), end_point });
         }
-        Ok(CertStore { hosts })
+        Ok(CertStore { hosts: std::sync::RwLock::new(Arc::new(hosts)) })
+    }
+
+    /// Loads the certificates again (renewed files) and uses them from now on; on
+    /// error the old ones stay.
+    pub fn reload(&self, dir: &Path, domains: &[String], generate_self_signed: bool) -> Result<(), TlsError> {
+        let fresh = Self::load(dir, domains, generate_self_signed)?;
+        let hosts = fresh.hosts();
+        *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = hosts;
+        Ok(())
+    }
+
+    fn hosts(&self) -> Arc<Vec<HostCert>> {
+        self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The domains with a certificate.
     pub fn domains(&self) -> Vec<String> {
-        self.hosts.iter().map(|h| h.domain.clone()).collect()
+        self.hosts().iter().map(|h| h.domain.clone()).collect()
     }
 
-    fn select(&self, sni: Option<&str>) -> Option<&HostCert> {
+    fn select(&self, sni: Option<&str>) -> Option<HostCert> {
+        let hosts = self.hosts();
         let sni = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
-        let exact = sni.as_deref().and_then(|name| self.hosts.iter().find(|h| h.domain == name));
+        let exact = sni.as_deref().and_then(|name| hosts.iter().find(|h| h.domain == name));
         // A subdomain (conference.example.org) is served by its parent's certificate,
         // which the generator and most admins issue with a `*.` name.
         let parent = || {
             let name = sni.as_deref()?;
             let (_, parent) = name.split_once('.')?;
-            self.hosts.iter().find(|h| h.domain == parent)
+            hosts.iter().find(|h| h.domain == parent)
         };
-        exact.or_else(parent).or_else(|| self.hosts.first())
+        exact.or_else(parent).or_else(|| hosts.first()).cloned()
     }
 
     /// A rustls configuration choosing the certificate by SNI, with these ALPN ids.
@@ -165,17 +180,20 @@ impl CertStore {
     }
 
     /// The certificate for `domain` or its parent domain, never another host's.
-    fn select_for(&self, domain: &str) -> Option<&HostCert> {
-        let exact = self.hosts.iter().find(|h| h.domain == domain);
-        exact.or_else(|| {
-            let (_, parent) = domain.split_once('.')?;
-            self.hosts.iter().find(|h| h.domain == parent)
-        })
+    fn select_for(&self, domain: &str) -> Option<HostCert> {
+        let hosts = self.hosts();
+        let exact = hosts.iter().find(|h| h.domain == domain);
+        exact
+            .or_else(|| {
+                let (_, parent) = domain.split_once('.')?;
+                hosts.iter().find(|h| h.domain == parent)
+            })
+            .cloned()
     }
 
     /// RFC 5929 `tls-server-end-point` data for the certificate served to `sni`.
     pub fn end_point_hash(&self, sni: Option<&str>) -> Option<Vec<u8>> {
-        self.select(sni).map(|h| h.end_point.clone())
+        self.select(sni).map(|h| h.end_point)
     }
 }
 
@@ -184,7 +202,7 @@ struct SniResolver(Arc<CertStore>);
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.select(hello.server_name()).map(|h| h.key.clone())
+        self.0.select(hello.server_name()).map(|h| h.key)
     }
 }
 

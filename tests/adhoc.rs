@@ -416,3 +416,55 @@ async fn the_message_of_the_day_is_set_edited_sent_on_login_and_deleted() {
     assert_eq!(command_of(&deleted).attr("status"), Some("completed"));
     assert_eq!(motd_of(&server.login("bob", "c").await.sync().await), None);
 }
+
+#[tokio::test]
+async fn reload_configuration_reports_what_it_applied_and_what_needs_a_restart() {
+    let files = tempfile::tempdir().expect("dir");
+    let path = files.path().join("starling.toml");
+    let mut server = TestServer::start_with(|c| c.server.admins = vec!["admin@localhost".into()]).await;
+    server.add_user("admin", "pw").await;
+    let mut admin = server.login("admin", "laptop").await;
+    let node = "urn:starling:admin#reload-config";
+    // The running configuration's file is gone: an error, and nothing changes.
+    let failed_reload = execute(&mut admin, node, "action='execute'").await;
+    assert_eq!(command_of(&failed_reload).attr("status"), Some("completed"));
+    assert!(failed(&failed_reload), "{failed_reload:?}");
+
+    // The same settings from a file, with more failed logins allowed and without the
+    // admin list: the limits apply, [server] waits for a restart.
+    let text = common::test_config_text(server.dir.path());
+    std::fs::write(&path, format!("{text}\n[limits]\nauth_failures = 7\n")).expect("written");
+    server.stop().await;
+    server.config.path = path.clone();
+    server.restart().await;
+    let mut admin = server.login("admin", "laptop").await;
+    let reloaded = execute(&mut admin, node, "action='execute'").await;
+    assert!(!failed(&reloaded), "{reloaded:?}");
+    let text: Vec<String> = notes(&reloaded).into_iter().map(|(_, t)| t).collect();
+    let report = text.first().cloned().unwrap_or_default();
+    // (On PostgreSQL the file's [storage] differs from the running one too.)
+    assert!(report.starts_with("reloaded: certificates, [limits]\nchanged, needs a restart: [server]"), "{report}");
+    server.add_user("bob", "pw").await;
+    let mut bob = server.login("bob", "desk").await;
+    let refused = execute(&mut bob, node, "action='execute'").await;
+    assert_eq!(error_conditions(&refused), ["forbidden"]);
+}
+
+#[tokio::test]
+async fn shutdown_announces_then_stops_the_server() {
+    let server = server().await;
+    let mut admin = server.login("admin", "laptop").await;
+    let mut bob = server.login("bob", "phone").await;
+    let refused = execute(&mut bob, &admin_node("shutdown"), "action='execute'").await;
+    assert_eq!(error_conditions(&refused), ["forbidden"]);
+    let first = execute(&mut admin, &admin_node("shutdown"), "action='execute'").await;
+    let form = command_of(&first).get_child("x", "jabber:x:data").expect("form");
+    assert_eq!(field_values(form, "delay"), ["30"]);
+    let done = run(&mut admin, "shutdown", &[("delay", &["0"]), ("announcement", &["Back in five minutes"])]).await;
+    assert!(!failed(&done), "{done:?}");
+    let notice = bob.recv_message().await;
+    assert_eq!(notice.attr("type"), Some("headline"));
+    assert_eq!(notice.get_child("body", "jabber:client").map(|b| b.text()).as_deref(), Some("Back in five minutes"));
+    assert_eq!(bob.conn.stream_error().await.as_deref(), Some("system-shutdown"));
+    assert_eq!(admin.conn.stream_error().await.as_deref(), Some("system-shutdown"));
+}

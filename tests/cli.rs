@@ -17,6 +17,7 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let text = format!(
         r#"[server]
 hosts = ["localhost"]
+admin_socket = "{socket}"
 [listen]
 c2s = ["127.0.0.1:0"]
 c2s_direct_tls = []
@@ -25,6 +26,8 @@ cert_dir = "{certs}"
 generate_self_signed = true
 [storage]
 url = "sqlite://{db}"
+[s2s]
+enabled = false
 [log]
 level = "info"
 [modules]
@@ -32,6 +35,7 @@ enabled = ["disco", "ping"]
 {extra}"#,
         certs = dir.join("certs").display(),
         db = dir.join("db.sqlite").display(),
+        socket = dir.join("admin.sock").display(),
     );
     std::fs::write(&path, text).expect("config written");
     path
@@ -137,14 +141,36 @@ fn doap_command_matches_the_committed_file() {
     assert_eq!(doap, committed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_accepts_a_login_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().expect("dir");
-    let config = write_config(dir.path(), "");
-    assert!(starling(&config, &["user", "add", "alice@localhost"], Some("pw\n")).status.success());
+/// A `starling serve` child process, killed if a test fails before it stops.
+struct ServerProcess(Option<std::process::Child>);
+
+impl ServerProcess {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// Waits for the process to exit on its own.
+    async fn wait(mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("running");
+        tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `starling serve` as a child process, the address its STARTTLS listener is bound
+/// to, and the rest of its log.
+fn spawn_server(config: &Path) -> (ServerProcess, std::net::SocketAddr, String) {
     let mut child = Command::new(BIN)
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -162,14 +188,136 @@ async fn serve_accepts_a_login_and_stops_on_sigterm() {
             break line[start..end].parse::<std::net::SocketAddr>().expect("address");
         }
     };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (ServerProcess(Some(child)), addr, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_accepts_a_login_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), "");
+    assert!(starling(&config, &["user", "add", "alice@localhost"], Some("pw\n")).status.success());
+    let (child, addr, log) = spawn_server(&config);
     assert!(log.contains("self-signed") || dir.path().join("certs").exists(), "{log}");
     let mut alice = Client::login(addr, "alice", "pw", Some("cli")).await;
     alice.sync().await;
     let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
     assert!(status.success());
     assert_eq!(alice.conn.stream_error().await.as_deref(), Some("system-shutdown"));
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    let exit = child.wait().await;
     assert!(exit.success(), "server exit status {exit:?}");
+}
+
+/// The commands that act on the running server, over its admin socket: status,
+/// sessions, announce, the user commands (which then end sessions), reload (by command
+/// and by SIGHUP) and shutdown; and exit code 3 once the server is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_drives_the_running_server_through_its_admin_socket() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), "");
+    assert_eq!(starling(&config, &["status"], None).status.code(), Some(3), "not running yet");
+    assert!(starling(&config, &["user", "add", "alice@localhost"], Some("pw\n")).status.success());
+    let (child, addr, _) = spawn_server(&config);
+    let socket = dir.path().join("admin.sock");
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::metadata(&socket).expect("socket exists");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "only the server's OS user may use it");
+
+    // The command line reads its own copy, so that the server's file can be broken
+    // below without breaking the command line too.
+    let cli_config = dir.path().join("cli.toml");
+    std::fs::copy(&config, &cli_config).expect("copied");
+    let run = |args: &'static [&'static str], stdin: Option<&'static str>| {
+        let config = cli_config.clone();
+        tokio::task::spawn_blocking(move || starling(&config, args, stdin))
+    };
+    let status = run(&["status"], None).await.expect("join");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(stdout(&status).starts_with("Starling ") && stdout(&status).contains("sessions: 0"), "{}", stdout(&status));
+
+    // An account made through the socket exists at once for the running server.
+    let added = run(&["user", "add", "bob@localhost"], Some("bobpw\n")).await.expect("join");
+    assert_eq!(stdout(&added), "created bob@localhost\n");
+    let mut bob = Client::login(addr, "bob", "bobpw", Some("desk")).await;
+    bob.presence(0).await;
+    bob.sync().await;
+    let sessions = run(&["sessions"], None).await.expect("join");
+    assert_eq!(stdout(&sessions), "bob@localhost/desk\tavailable\n");
+
+    let announced = run(&["announce", "maintenance at noon"], None).await.expect("join");
+    assert_eq!(stdout(&announced), "announced to 1 sessions\n");
+    let headline = bob.recv_message().await;
+    assert_eq!(headline.attr("type"), Some("headline"));
+    assert_eq!(headline.get_child("body", "jabber:client").map(|b| b.text()).as_deref(), Some("maintenance at noon"));
+
+    // Live settings apply, the others are reported.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let changed = text.replace("[log]\nlevel = \"info\"", "[log]\nlevel = \"debug\"") + "[limits]\nauth_failures = 3\n";
+    std::fs::write(&config, changed).expect("config written");
+    let reloaded = run(&["reload"], None).await.expect("join");
+    assert!(reloaded.status.success(), "{}", String::from_utf8_lossy(&reloaded.stderr));
+    assert_eq!(stdout(&reloaded), "reloaded: certificates, [limits]\nchanged, needs a restart: [log]\n");
+    // The new limit is in force: three failures from this address, then even the right
+    // password is refused for now.
+    for _ in 0..3 {
+        let mut conn = common::Conn::tcp(addr).await;
+        conn.open().await;
+        conn.starttls().await;
+        assert!(conn.auth("alice", "wrong").await.is_err());
+    }
+    let mut conn = common::Conn::tcp(addr).await;
+    conn.open().await;
+    conn.starttls().await;
+    assert_eq!(conn.auth("alice", "pw").await.err().as_deref(), Some("temporary-auth-failure"));
+    // A broken file changes nothing and says why.
+    let good = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, "[server\n").expect("config written");
+    let broken = run(&["reload"], None).await.expect("join");
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("reload failed"),
+        "{}",
+        String::from_utf8_lossy(&broken.stderr)
+    );
+    // SIGHUP reloads too: with the limit raised again, the right password works.
+    std::fs::write(&config, good.replace("auth_failures = 3", "auth_failures = 100")).expect("config written");
+    let hup = Command::new("kill").arg("-HUP").arg(child.id().to_string()).status().expect("kill");
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut conn = common::Conn::tcp(addr).await;
+        conn.open().await;
+        conn.starttls().await;
+        match conn.auth("alice", "pw").await {
+            Ok(()) => break,
+            Err(condition) => {
+                assert_eq!(condition, "temporary-auth-failure");
+                assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    // Disabling through the socket ends the account's session.
+    let disabled = run(&["user", "disable", "bob@localhost"], None).await.expect("join");
+    assert_eq!(stdout(&disabled), "disabled bob@localhost\n");
+    assert!(bob.conn.stream_error().await.is_some(), "bob's session ended");
+
+    let mut bob_again = {
+        assert!(run(&["user", "enable", "bob@localhost"], None).await.expect("join").status.success());
+        Client::login(addr, "bob", "bobpw", Some("again")).await
+    };
+    let stopped = run(&["shutdown", "--message", "back soon"], None).await.expect("join");
+    assert_eq!(stdout(&stopped), "shutting down in 0 s\n");
+    let notice = bob_again.recv_message().await;
+    assert_eq!(notice.get_child("body", "jabber:client").map(|b| b.text()).as_deref(), Some("back soon"));
+    assert_eq!(bob_again.conn.stream_error().await.as_deref(), Some("system-shutdown"));
+    let exit = child.wait().await;
+    assert!(exit.success(), "server exit status {exit:?}");
+    assert!(!socket.exists(), "the socket file is removed on shutdown");
+    assert_eq!(starling(&config, &["sessions"], None).status.code(), Some(3));
 }
 
 #[test]

@@ -128,7 +128,7 @@ fn try_bind(
     resource: Option<String>,
     shared: &C2sShared,
 ) -> Result<(Bound, Option<Arc<SessionHandle>>), DefinedCondition> {
-    let policy = shared.config.c2s.resource_conflict;
+    let policy = shared.config().c2s.resource_conflict;
     let mut resource = match resource {
         // RFC 6120 §7.7.2.1: a resource that fails resourceprep is a bad request.
         Some(requested) => ResourcePart::new(&requested).map_err(|_| DefinedCondition::BadRequest)?.to_string(),
@@ -136,7 +136,7 @@ fn try_bind(
     };
     for _ in 0..3 {
         let jid = user.with_resource_str(&resource).map_err(|_| DefinedCondition::BadRequest)?;
-        let (handle, receiver) = SessionHandle::new(jid.clone(), shared.config.limits.session_queue);
+        let (handle, receiver) = SessionHandle::new(jid.clone(), shared.config().limits.session_queue);
         match shared.sessions.bind(handle.clone(), policy) {
             BindOutcome::Bound { replaced } => return Ok(((jid, handle, receiver), replaced)),
             BindOutcome::Conflict if policy == ResourceConflict::Random => {

@@ -214,7 +214,7 @@ async fn request(
     Extension(connection): Extension<HttpConnection>,
     body: Bytes,
 ) -> Response {
-    if body.len() > endpoint.shared.config.limits.max_stanza_bytes {
+    if body.len() > endpoint.shared.config().limits.max_stanza_bytes {
         return terminate("policy-violation");
     }
     let Some(wrapper) = std::str::from_utf8(&body).ok().and_then(parse_wrapper) else {
@@ -287,7 +287,7 @@ fn parse_wrapper(text: &str) -> Option<Wrapper<'_>> {
 
 async fn create(endpoint: &Endpoint, connection: HttpConnection, wrapper: &Wrapper<'_>, rid: u64) -> Response {
     let shared = &endpoint.shared;
-    let hosts = &shared.config.server.hosts;
+    let hosts = &shared.config().server.hosts;
     let Some(to) = wrapper.attr("to").filter(|to| hosts.iter().any(|h| h == to)) else {
         return terminate("host-unknown");
     };

@@ -40,8 +40,8 @@ use starling_api::Db;
 
 /// What every client connection shares.
 pub struct C2sShared {
-    /// The configuration.
-    pub config: Arc<Config>,
+    /// The configuration; read it with [`C2sShared::config`].
+    pub config: std::sync::RwLock<Arc<Config>>,
     /// Certificates, for channel binding.
     pub certs: Arc<CertStore>,
     /// TLS settings for STARTTLS (ALPN-less).
@@ -75,8 +75,23 @@ pub struct C2sShared {
 }
 
 impl C2sShared {
+    /// The configuration now: what `[limits]` and `[c2s]` say for a new connection
+    /// (replaced by a reload).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the configuration new connections and logins use, and the limits of
+    /// the failed-login throttle and per-address connection count.
+    pub fn set_config(&self, config: Arc<Config>) {
+        self.throttle.set_limits(config.limits.auth_failures, Duration::from_secs(config.limits.auth_failure_window));
+        self.per_ip.set_max(config.limits.connections_per_ip);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
     fn limits(&self) -> Limits {
-        Limits { max_stanza_bytes: self.config.limits.max_stanza_bytes, max_depth: self.config.limits.max_depth }
+        let config = self.config();
+        Limits { max_stanza_bytes: config.limits.max_stanza_bytes, max_depth: config.limits.max_depth }
     }
 
     /// The modules' back-pressure, paused on before each read.
@@ -86,13 +101,15 @@ impl C2sShared {
 
     /// A fresh stanza-rate bucket for a client stream.
     fn stanza_rate(&self) -> Option<crate::rate::ReadRate> {
-        let limits = &self.config.limits;
+        let config = self.config();
+        let limits = &config.limits;
         crate::rate::ReadRate::new(limits.c2s_stanzas_per_second, limits.c2s_burst_stanzas, "c2s_stanzas")
     }
 
     /// A fresh read-rate bucket for a client stream.
     fn read_rate(&self) -> Option<crate::rate::ReadRate> {
-        let limits = &self.config.limits;
+        let config = self.config();
+        let limits = &config.limits;
         crate::rate::ReadRate::new(limits.c2s_bytes_per_second, limits.c2s_burst_bytes, "c2s")
     }
 }

@@ -115,7 +115,7 @@ impl Abort {
 /// Runs negotiation within the configured deadline; `None` when the client went away
 /// or was refused (the stream error has been sent).
 pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2sShared) -> Option<Negotiated> {
-    let deadline = Duration::from_secs(shared.config.c2s.negotiation_timeout);
+    let deadline = Duration::from_secs(shared.config().c2s.negotiation_timeout);
     let mut negotiation =
         Negotiation { shared, host: None, header_sent: false, user: None, cb: ChannelBinding::default() };
     let result = tokio::time::timeout(deadline, async {
@@ -177,7 +177,7 @@ struct Negotiation<'a> {
 
 impl Negotiation<'_> {
     fn write_header(&mut self, out: &mut Vec<u8>, to: Option<&str>) {
-        let from = self.host.clone().unwrap_or_else(|| self.shared.config.server.hosts[0].clone());
+        let from = self.host.clone().unwrap_or_else(|| self.shared.config().server.hosts[0].clone());
         let id = format!("{:032x}", rand::random::<u128>());
         write_stream_header(
             out,
@@ -217,7 +217,7 @@ impl Negotiation<'_> {
             }
             let tls = stream.is_tls();
             let plaintext_ok =
-                !tls && self.shared.config.c2s.allow_plaintext_auth_on_loopback && stream.peer.ip().is_loopback();
+                !tls && self.shared.config().c2s.allow_plaintext_auth_on_loopback && stream.peer.ip().is_loopback();
             let mechanisms = if tls || plaintext_ok {
                 sasl::offered_mechanisms(&self.cb, true, &self.shared.offered_hashes.hashes())
             } else {
@@ -311,7 +311,7 @@ impl Negotiation<'_> {
     /// XEP-0478: the largest stanza accepted and the silence after which the server
     /// checks the client is still there (an XEP-0199 ping, see the session).
     fn write_limits(&self, out: &mut Vec<u8>) {
-        let config = &self.shared.config;
+        let config = self.shared.config();
         out.extend_from_slice(
             format!(
                 "<limits xmlns='{NS_STREAM_LIMITS}'><max-bytes>{}</max-bytes><idle-seconds>{}</idle-seconds></limits>",
@@ -323,7 +323,7 @@ impl Negotiation<'_> {
 
     /// RFC 6120 §4.7: namespace, version, and a `to` we serve (the same on restarts).
     fn check_header(&mut self, header: &StreamHeader) -> Result<(), &'static str> {
-        let hosts = &self.shared.config.server.hosts;
+        let hosts = &self.shared.config().server.hosts;
         let requested = match header.to.as_deref() {
             Some(to) => match jid::BareJid::new(to) {
                 Ok(jid) if jid.node().is_none() => Some(jid.domain().to_string()),

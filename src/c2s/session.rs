@@ -215,7 +215,7 @@ impl Session<'_> {
     /// Serves one connection until it ends or another connection resumes the session.
     async fn connected(&mut self, stream: &mut XmppStream) -> End {
         let shared = self.shared;
-        let idle = Duration::from_secs(shared.config.c2s.idle_timeout);
+        let idle = Duration::from_secs(shared.config().c2s.idle_timeout);
         let mut ping_sent: Option<Instant> = None;
         // What the session owes before it reads (the SASL2 success of an inline bind).
         if let Err(end) = self.write_out(stream).await {
@@ -416,7 +416,7 @@ impl Session<'_> {
     /// `<enable/>` (XEP-0198 §3): resumable when asked and not switched off, for at most
     /// the configured number of seconds.
     fn enable(&mut self, request: &Stanza) {
-        let c2s = &self.shared.config.c2s;
+        let c2s = &self.shared.config().c2s;
         let wants_resume = matches!(request.attr("resume"), Some("true" | "1"));
         let max = match request.attr("max").and_then(|m| m.parse::<u64>().ok()) {
             Some(asked) if asked > 0 => asked.min(c2s.sm_resume_timeout),

@@ -60,7 +60,7 @@ async fn upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     };
     // Room for the largest stanza the stream parser accepts, plus framing.
-    let max = shared.config.limits.max_stanza_bytes + 4096;
+    let max = shared.config().limits.max_stanza_bytes + 4096;
     ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| {
         let span = tracing::info_span!("c2s_ws", peer = %connection.peer, jid = tracing::field::Empty);
         let tasks = shared.tasks.clone();

@@ -45,6 +45,7 @@ esac
 cat > "$WORK/starling.toml" <<TOML
 [server]
 hosts = ["bench.test"]
+admin_socket = "$WORK/admin.sock"
 [listen]
 c2s = ["127.0.0.1:$PORT"]
 c2s_direct_tls = []

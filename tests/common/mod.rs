@@ -132,11 +132,17 @@ impl TestServer {
 /// The configuration tests start from: loopback, port 0, a temporary SQLite file,
 /// a generated certificate, every compiled-in module enabled.
 pub fn test_config(dir: &Path) -> Config {
+    Config::parse(&test_config_text(dir), std::path::Path::new("test.toml")).expect("test config parses")
+}
+
+/// The text of [`test_config`], for tests that need it in a file (reloads).
+pub fn test_config_text(dir: &Path) -> String {
     let enabled: Vec<String> = starling::modules::names().iter().map(|n| format!("{n:?}")).collect();
-    let text = format!(
+    format!(
         r#"
 [server]
 hosts = ["{HOST}"]
+admin_socket = "{socket}"
 [listen]
 c2s = ["127.0.0.1:0"]
 c2s_direct_tls = ["127.0.0.1:0"]
@@ -161,11 +167,11 @@ listen = "127.0.0.1:0"
 "#,
         certs = dir.join("certs").display(),
         fast_key = dir.join("fast.key").display(),
+        socket = dir.join("admin.sock").display(),
         db = dir.join("test.sqlite").display(),
         uploads = dir.join("upload").display(),
         enabled = enabled.join(", "),
-    );
-    Config::parse(&text, std::path::Path::new("test.toml")).expect("test config parses")
+    )
 }
 
 /// Logs at `warn` to the test output when `TEST_LOG` is set.

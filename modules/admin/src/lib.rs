@@ -5,9 +5,11 @@
 //! (§4.4), Change User Password (§4.7), Get User Roster (§4.8), End User Session
 //! (§4.14), Get Number of Online Users (§4.15), Get Number / List of Registered Users
 //! (§4.17, §4.18), Get List of Online Users (§4.20), Send Announcement to Online Users
-//! (§4.23) and Set / Edit / Delete Message of the Day (§4.25–§4.27). "Online" counts
-//! accounts with at least one bound session on the host the command is sent to.
-//! Administrators act on the accounts of the host they address the command to.
+//! (§4.23), Set / Edit / Delete Message of the Day (§4.25–§4.27) and Shut Down Service
+//! (§4.29); and Reload Configuration, which is not in the XEP (node
+//! [`NODE_RELOAD`]). "Online" counts accounts with at least one bound session on the
+//! host the command is sent to. Administrators act on the accounts of the host they
+//! address the command to; shutdown and reload act on the whole server.
 
 mod form;
 mod motd;
@@ -16,12 +18,12 @@ mod users;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use starling_api::adhoc::{Access, CommandRequest, CommandStep};
+use starling_api::adhoc::{Access, CommandRequest, CommandStep, Note};
 use starling_api::hooks::SessionStarted;
 use starling_api::tracing;
 use starling_api::xmpp_parsers::data_forms::FieldType;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
-use starling_api::{Context, ModuleSpec, Registrar, Spec, SpecSupport, Stanza, Support, stanza_error};
+use starling_api::{Context, ModuleSpec, Registrar, Spec, SpecSupport, Support, stanza_error};
 
 use form::{choice, field, required};
 
@@ -125,7 +127,51 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
         Access::Admin,
         announce,
     );
+    reg.adhoc_command("http://jabber.org/protocol/admin#shutdown", "Shut Down Service", Access::Admin, shutdown);
+    reg.adhoc_command(NODE_RELOAD, "Reload Configuration", Access::Admin, reload);
     Ok(())
+}
+
+/// The node of the reload command (what `starling reload` and SIGHUP do).
+pub const NODE_RELOAD: &str = "urn:starling:admin#reload-config";
+
+/// The delays §4.29 offers, in seconds.
+const SHUTDOWN_DELAYS: [&str; 10] = ["30", "60", "90", "120", "180", "300", "600", "900", "1800", "3600"];
+
+/// §4.29: a delay and an announcement; online users get the announcement at once and
+/// the server stops gracefully when the delay is over.
+async fn shutdown(ctx: Context, req: CommandRequest) -> Result<CommandStep, StanzaError> {
+    if req.stage == 0 && req.form.is_none() {
+        let form = form::form(
+            "Shutting Down the Service",
+            vec![
+                choice("delay", "Time delay before shutting down", &SHUTDOWN_DELAYS, "30"),
+                field("announcement", FieldType::TextMulti, "Announcement", Vec::new()),
+            ],
+        );
+        return Ok(CommandStep::Form { form, last: true });
+    }
+    let delay: u64 = match req.value("delay") {
+        None => 30,
+        Some(delay) => delay.parse().ok().filter(|d| *d <= 86_400).ok_or_else(bad_request)?,
+    };
+    let announcement = Some(req.values("announcement").join("\n")).filter(|t| !t.trim().is_empty());
+    tracing::warn!(by = %req.from, delay, "shutdown requested");
+    ctx.control().shutdown(std::time::Duration::from_secs(delay), announcement);
+    Ok(CommandStep::done(format!("The server shuts down in {delay} seconds.")))
+}
+
+/// Reads the configuration file again; the note says what was applied and what needs a
+/// restart.
+async fn reload(ctx: Context, req: CommandRequest) -> Result<CommandStep, StanzaError> {
+    tracing::info!(by = %req.from, "reload requested");
+    match ctx.control().reload().await {
+        Ok(report) => Ok(CommandStep::done(report.describe())),
+        Err(err) => Ok(CommandStep::Completed {
+            notes: vec![Note::error(format!("Reload failed, nothing changed: {err}"))],
+            result: None,
+        }),
+    }
 }
 
 /// Accounts of `host` with at least one bound session, sorted.
@@ -185,27 +231,10 @@ async fn announce(ctx: Context, req: CommandRequest) -> Result<CommandStep, Stan
     let subject = req.value("subject");
     let mut sent = 0;
     for (jid, _) in ctx.sessions().of_host(&req.host) {
-        ctx.send(headline(&req.host, &jid.to_string(), subject.as_deref(), &text));
+        ctx.send(starling_api::reply::headline(&req.host, &jid.to_string(), subject.as_deref(), &text));
         sent += 1;
     }
     Ok(CommandStep::done(format!("Announcement sent to {sent} sessions.")))
-}
-
-fn headline(from: &str, to: &str, subject: Option<&str>, body: &str) -> Stanza {
-    let mut children = Vec::new();
-    if let Some(subject) = subject {
-        children.extend_from_slice(b"<subject>");
-        starling_api::stanza::escape_text(&mut children, subject);
-        children.extend_from_slice(b"</subject>");
-    }
-    children.extend_from_slice(b"<body>");
-    starling_api::stanza::escape_text(&mut children, body);
-    children.extend_from_slice(b"</body>");
-    let mut message = Stanza::new("message", "jabber:client").with_children_xml(children.into());
-    message.set_attr("from", Some(from));
-    message.set_attr("to", Some(to));
-    message.set_attr("type", Some("headline"));
-    message
 }
 
 pub(crate) fn bad_request() -> StanzaError {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use jid::{BareJid, FullJid};
 
 use crate::hooks::{Event, Flow};
-use crate::{AccountService, BoxFuture, Db, Registry, Stanza};
+use crate::{AccountService, BoxFuture, Db, Registry, ServerControl, Stanza};
 
 /// A server-originated IQ got no answer in time (RFC 6120 §8.2.3 requires one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +102,8 @@ pub struct ContextParts {
     pub registry: Arc<Registry>,
     /// Whether the module (by name) runs for the host (`[hosts."x"] modules_disabled`).
     pub module_enabled: ModuleFilter,
+    /// Reload and shutdown.
+    pub control: Arc<dyn ServerControl>,
 }
 
 /// The handle every handler receives. Cheap to clone.
@@ -145,6 +147,11 @@ impl Context {
     /// Account management (see [`crate::accounts`]).
     pub fn accounts(&self) -> &dyn AccountService {
         self.inner.accounts.as_ref()
+    }
+
+    /// Reload and shutdown (see [`crate::control`]).
+    pub fn control(&self) -> &dyn ServerControl {
+        self.inner.control.as_ref()
     }
 
     /// The database pool.

@@ -45,3 +45,22 @@ fn reply_to(request: &Stanza) -> Stanza {
     reply.set_attr("to", request.from());
     reply
 }
+
+/// A `type='headline'` message from the server (`from`, a host) to `to` with an
+/// optional subject: announcements and notices (XEP-0133 §4.23).
+pub fn headline(from: &str, to: &str, subject: Option<&str>, body: &str) -> Stanza {
+    let mut children = Vec::new();
+    if let Some(subject) = subject {
+        children.extend_from_slice(b"<subject>");
+        crate::stanza::escape_text(&mut children, subject);
+        children.extend_from_slice(b"</subject>");
+    }
+    children.extend_from_slice(b"<body>");
+    crate::stanza::escape_text(&mut children, body);
+    children.extend_from_slice(b"</body>");
+    let mut message = Stanza::new("message", "jabber:client").with_children_xml(children.into());
+    message.set_attr("from", Some(from));
+    message.set_attr("to", Some(to));
+    message.set_attr("type", Some("headline"));
+    message
+}
