@@ -222,13 +222,6 @@ fn failed(reply: &Element) -> bool {
     notes(reply).iter().any(|(type_, _)| type_ == "error")
 }
 
-async fn can_log_in(server: &TestServer, user: &str, password: &str) -> bool {
-    let mut conn = common::Conn::tcp(server.addr()).await;
-    conn.open().await;
-    conn.starttls().await;
-    conn.auth(user, password).await.is_ok()
-}
-
 #[derive(diesel::QueryableByName)]
 struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -269,7 +262,7 @@ async fn account_commands_are_listed_for_admins_and_forbidden_to_others() {
         let refused = execute(&mut bob, &node, "action='execute'").await;
         assert!(error_conditions(&refused).contains(&"forbidden".to_owned()), "{command}: {refused:?}");
     }
-    assert!(can_log_in(&server, "bob", "pw").await, "nothing was done on bob's behalf");
+    assert!(server.can_log_in("bob", "pw").await, "nothing was done on bob's behalf");
 }
 
 #[tokio::test]
@@ -283,7 +276,7 @@ async fn add_user_and_change_user_password() {
     )
     .await;
     assert!(!failed(&added), "{added:?}");
-    assert!(can_log_in(&server, "carol", "s3cret").await);
+    assert!(server.can_log_in("carol", "s3cret").await);
 
     let again = run(
         &mut admin,
@@ -306,13 +299,13 @@ async fn add_user_and_change_user_password() {
     )
     .await;
     assert!(failed(&elsewhere), "only accounts of the addressed host");
-    assert!(!can_log_in(&server, "dave", "a").await);
+    assert!(!server.can_log_in("dave", "a").await);
 
     let changed =
         run(&mut admin, "change-user-password", &[("accountjid", &["carol@localhost"]), ("password", &["n3w"])]).await;
     assert!(!failed(&changed), "{changed:?}");
-    assert!(!can_log_in(&server, "carol", "s3cret").await);
-    assert!(can_log_in(&server, "carol", "n3w").await);
+    assert!(!server.can_log_in("carol", "s3cret").await);
+    assert!(server.can_log_in("carol", "n3w").await);
     let nobody =
         run(&mut admin, "change-user-password", &[("accountjid", &["nobody@localhost"]), ("password", &["n3w"])]).await;
     assert!(failed(&nobody));
@@ -326,10 +319,10 @@ async fn disable_ends_sessions_and_reenable_lets_the_user_back() {
     let disabled = run(&mut admin, "disable-user", &[("accountjids", &["bob@localhost"])]).await;
     assert!(!failed(&disabled), "{disabled:?}");
     assert_eq!(bob.conn.stream_error().await.as_deref(), Some("not-authorized"));
-    assert!(!can_log_in(&server, "bob", "pw").await);
+    assert!(!server.can_log_in("bob", "pw").await);
     let enabled = run(&mut admin, "reenable-user", &[("accountjids", &["bob@localhost"])]).await;
     assert!(!failed(&enabled), "{enabled:?}");
-    assert!(can_log_in(&server, "bob", "pw").await);
+    assert!(server.can_log_in("bob", "pw").await);
     let unknown = run(&mut admin, "disable-user", &[("accountjids", &["nobody@localhost"])]).await;
     assert!(failed(&unknown));
 }
@@ -347,7 +340,7 @@ async fn delete_user_removes_every_row_and_ends_sessions() {
     for table in ["accounts", "account_credentials", "roster_items", "roster_versions"] {
         assert_eq!(rows_of(&server, table, "bob").await, 0, "{table} still has bob's rows");
     }
-    assert!(!can_log_in(&server, "bob", "pw").await);
+    assert!(!server.can_log_in("bob", "pw").await);
 }
 
 #[tokio::test]

@@ -247,6 +247,24 @@ async fn the_landing_page_shows_the_invite_and_its_form_creates_the_account() {
     assert_eq!(http::get(server.http_addr(), "/invite/%3Cscript%3E", &[]).await.status, 404);
 }
 
+#[tokio::test]
+async fn the_landing_page_keeps_the_per_address_registration_limit() {
+    let server = server("users_may_invite = true\nregistrations_per_ip_per_hour = 1").await;
+    let mut bob = server.login("bob", "phone").await;
+    let mut landing = Vec::new();
+    for _ in 0..2 {
+        let fields = execute(&mut bob, INVITE).await.expect("invite");
+        landing.push(path_of(value(&fields, "landing-url")));
+    }
+    let created = post_form(&server, &landing[0], "username=juliet&password=long+enough").await;
+    assert!(created.text().contains("juliet@localhost"), "{}", created.text());
+    let refused = post_form(&server, &landing[1], "username=romeo&password=long+enough").await;
+    assert!(refused.text().contains("Too many accounts"), "{}", refused.text());
+    assert!(!server.can_log_in("romeo", "long enough").await, "no account made");
+    // The invite was not spent: it still shows.
+    assert_eq!(http::get(server.http_addr(), &landing[1], &[]).await.status, 200);
+}
+
 /// Headless Chromium renders the landing page (screenshot in target/artefacts); under
 /// CI a missing browser is a failure.
 #[tokio::test]

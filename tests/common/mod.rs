@@ -106,6 +106,14 @@ impl TestServer {
         self.server().s2s_direct_tls_addrs[0]
     }
 
+    /// Whether `user` can log in with `password` (SCRAM-SHA-256 over STARTTLS).
+    pub async fn can_log_in(&self, user: &str, password: &str) -> bool {
+        let mut conn = Conn::tcp(self.addr()).await;
+        conn.open().await;
+        conn.starttls().await;
+        conn.auth(user, password).await.is_ok()
+    }
+
     /// Connects and logs in `user` (password "pw") with SCRAM-SHA-256 over STARTTLS,
     /// binding `resource`.
     pub async fn login(&self, user: &str, resource: &str) -> Client {

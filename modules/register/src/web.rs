@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use starling_api::Context;
 use starling_api::http::axum::Router;
-use starling_api::http::axum::extract::{Form, Path, State};
+use starling_api::http::axum::extract::{ConnectInfo, Form, Path, State};
 use starling_api::http::axum::http::StatusCode;
 use starling_api::http::axum::response::{Html, IntoResponse, Response};
 use starling_api::http::axum::routing::get;
@@ -146,12 +146,26 @@ fn reason(error: &StanzaError) -> String {
     })
 }
 
-async fn submit(State(web): State<Web>, Path(token): Path<String>, Form(form): Form<Account>) -> Response {
+async fn submit(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(token): Path<String>,
+    Form(form): Form<Account>,
+) -> Response {
     let invite = match lookup(&web, &token).await {
         Ok(Some(invite)) if web.ctx.is_local_host(&invite.host) => invite,
         Ok(_) => return gone(),
         Err(page) => return page,
     };
+    // The same per-address limit as in-band registration: a leaked multi-use invite
+    // does not become an account factory.
+    if !web.state.allowed(peer.ip()) {
+        return invite_page(
+            &invite,
+            &token,
+            Some("Too many accounts were created from your address. Try again later."),
+        );
+    }
     let checked = account(form.username.trim(), &invite.host)
         .and_then(|jid| check_password(&web.state, &form.password).map(|()| jid));
     let jid = match checked {
@@ -176,7 +190,8 @@ async fn submit(State(web): State<Web>, Path(token): Path<String>, Form(form): F
         }
         return invite_page(&invite, &token, Some(&reason(&account_error(err))));
     }
-    tracing::info!(%jid, "account registered on the invite page");
+    web.state.record(peer.ip());
+    tracing::info!(%jid, ip = %peer.ip(), "account registered on the invite page");
     invite::apply(&web.ctx, &spent, &jid).await;
     let body = format!(
         "<h1>Welcome!</h1><p>Your account <b>{jid}</b> is ready. Log in with it and your password in any XMPP app:</p>\
