@@ -69,7 +69,6 @@ async fn register(server: &TestServer, user: &str, password: &str) -> String {
     condition(&iq(&mut conn, &register_request(user, password)).await)
 }
 
-/// Whether `user` can log in with `password` (SCRAM-SHA-256 over STARTTLS).
 #[derive(diesel::QueryableByName)]
 struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -224,4 +223,75 @@ async fn a_user_changes_the_password_and_removes_the_account() {
         assert_eq!(rows_of(&server, table, "bob").await, 0, "{table} still has bob's rows");
     }
     assert!(!server.can_log_in("bob", "second password").await);
+}
+
+/// With `new_accounts_contacts_only_hours`, an account registered in-band may message
+/// only its contacts: whoever wrote to it first or approved its subscription request.
+/// Admin-made accounts are not restricted, and the restriction survives a restart.
+#[tokio::test]
+async fn new_accounts_may_only_message_their_contacts_at_first() {
+    let mut server = server("mode = \"open\"\nnew_accounts_contacts_only_hours = 24").await;
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(user, "pw").await;
+    }
+    assert_eq!(register(&server, "newbie", "long enough").await, "");
+    let mut newbie = Client::login(server.addr(), "newbie", "long enough", Some("phone")).await;
+    let mut bob = server.login("bob", "desk").await;
+    let mut alice = server.login("alice", "desk").await;
+    let mut carol = server.login("carol", "desk").await;
+    // Available, so that the subscription request below reaches her.
+    carol.presence(0).await;
+
+    newbie.send("<message to='bob@localhost/desk' type='chat' id='spam'><body>buy now</body></message>").await;
+    let refusal = newbie.recv_message().await;
+    assert_eq!(condition(&refusal), "policy-violation", "{refusal:?}");
+    assert!(bob.sync().await.iter().all(|s| s.name() != "message"), "bob got nothing");
+
+    // Alice writes first: newbie may answer her.
+    alice.send("<message to='newbie@localhost/phone' type='chat'><body>welcome!</body></message>").await;
+    newbie.recv_message().await;
+    newbie.send("<message to='alice@localhost/desk' type='chat' id='r'><body>thanks</body></message>").await;
+    assert_eq!(
+        alice.recv_message().await.get_child("body", "jabber:client").map(|b| b.text()).as_deref(),
+        Some("thanks")
+    );
+
+    // Carol approves newbie's subscription request: she is a contact now.
+    newbie.presence(0).await;
+    newbie.send("<presence to='carol@localhost' type='subscribe'/>").await;
+    let request = loop {
+        let stanza = carol.recv().await;
+        if stanza.name() == "presence" && stanza.attr("type") == Some("subscribe") {
+            break stanza;
+        }
+    };
+    assert_eq!(request.attr("from"), Some("newbie@localhost"));
+    carol.send("<presence to='newbie@localhost' type='subscribed'/>").await;
+    while newbie.recv().await.attr("type") != Some("subscribed") {}
+    newbie.send("<message to='carol@localhost/desk' type='chat'><body>hi carol</body></message>").await;
+    assert_eq!(
+        carol.recv_message().await.get_child("body", "jabber:client").map(|b| b.text()).as_deref(),
+        Some("hi carol")
+    );
+
+    // An account an admin made is not restricted.
+    alice.send("<message to='bob@localhost/desk' type='chat'><body>hi bob</body></message>").await;
+    assert_eq!(
+        bob.recv_message().await.get_child("body", "jabber:client").map(|b| b.text()).as_deref(),
+        Some("hi bob")
+    );
+
+    // Restarted: still restricted towards strangers, contacts from the roster kept.
+    drop((newbie, bob, alice, carol));
+    server.restart().await;
+    let mut newbie = Client::login(server.addr(), "newbie", "long enough", Some("phone")).await;
+    newbie.send("<message to='bob@localhost' type='chat'><body>buy now</body></message>").await;
+    assert_eq!(condition(&newbie.recv_message().await), "policy-violation");
+    let mut carol = server.login("carol", "desk").await;
+    carol.presence(0).await;
+    newbie.send("<message to='carol@localhost/desk' type='chat'><body>still me</body></message>").await;
+    assert_eq!(
+        carol.recv_message().await.get_child("body", "jabber:client").map(|b| b.text()).as_deref(),
+        Some("still me")
+    );
 }

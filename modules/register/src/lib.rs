@@ -19,6 +19,7 @@
 //! register even on a closed host, and XEP-0379 roster invites subscribe the inviter
 //! and the invitee both ways.
 
+mod fresh;
 pub mod invite;
 mod query;
 pub mod store;
@@ -93,6 +94,9 @@ struct RegisterConfig {
     /// Whether every user may create roster invites (XEP-0401 `urn:xmpp:invite#invite`);
     /// administrators always may (default false).
     users_may_invite: bool,
+    /// Hours during which an account registered in-band without an invite may only
+    /// message its contacts (see `fresh`); 0, the default, turns it off.
+    new_accounts_contacts_only_hours: u32,
 }
 
 impl Default for RegisterConfig {
@@ -104,15 +108,19 @@ impl Default for RegisterConfig {
             hosts: BTreeMap::new(),
             invite_ttl_hours: 168,
             users_may_invite: false,
+            new_accounts_contacts_only_hours: 0,
         }
     }
 }
 
 /// `[modules.register.hosts."<host>"]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct HostConfig {
-    mode: Mode,
+    /// The host's registration policy (the global `mode` when absent).
+    mode: Option<Mode>,
+    /// The host's `new_accounts_contacts_only_hours` (the global one when absent).
+    new_accounts_contacts_only_hours: Option<u32>,
 }
 
 /// The module's state: its settings and the recent registrations per IP address.
@@ -121,13 +129,20 @@ struct Registration {
     recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
     /// Invite tokens presented with XEP-0445 `<preauth/>`, per connection.
     preauth: invite::Pending,
+    /// New accounts restricted to their contacts.
+    fresh: fresh::FreshAccounts,
 }
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
 impl Registration {
     fn mode(&self, host: &str) -> Mode {
-        self.config.hosts.get(host).map_or(self.config.mode, |h| h.mode)
+        self.config.hosts.get(host).and_then(|h| h.mode).unwrap_or(self.config.mode)
+    }
+
+    fn contacts_only_hours(&self, host: &str) -> u32 {
+        let global = self.config.new_accounts_contacts_only_hours;
+        self.config.hosts.get(host).and_then(|h| h.new_accounts_contacts_only_hours).unwrap_or(global)
     }
 
     /// Whether `ip` may register once more now (registrations of the past hour).
@@ -164,8 +179,25 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
             });
         }
     }
-    let state =
-        Arc::new(Registration { config, recent: Mutex::new(HashMap::new()), preauth: invite::Pending::default() });
+    let state = Arc::new(Registration {
+        config,
+        recent: Mutex::new(HashMap::new()),
+        preauth: invite::Pending::default(),
+        fresh: fresh::FreshAccounts::default(),
+    });
+    let s = state.clone();
+    reg.on_start(move |ctx| {
+        let s = s.clone();
+        async move {
+            let hours = |host: &str| s.contacts_only_hours(host);
+            s.fresh
+                .load(&ctx, hours, now_ms())
+                .await
+                .map_err(|e| ModuleError::Start { module: "register", message: e.to_string() })
+        }
+    });
+    let s = state.clone();
+    reg.hook::<starling_api::hooks::Routing, _>(90, move |ctx, event| s.fresh.filter(ctx, event, now_ms()));
 
     reg.disco_feature(Scope::Server, NS_REGISTER);
     let s = state.clone();
@@ -220,8 +252,8 @@ async fn preauth(ctx: Context, state: Arc<Registration>, req: PreAuthIq<invite::
 }
 
 /// Invite tokens belong to a host, not to an account: nothing to forget.
-fn forget_user(_: &mut DbConn, _: &str, _: &str) -> diesel::QueryResult<()> {
-    Ok(())
+fn forget_user(conn: &mut DbConn, host: &str, user: &str) -> diesel::QueryResult<()> {
+    fresh::forget_user(conn, host, user)
 }
 
 fn now_ms() -> i64 {
@@ -331,6 +363,10 @@ async fn register(ctx: Context, state: Arc<Registration>, req: PreAuthIq<Registe
     }
     state.record(req.peer);
     tracing::info!(%jid, ip = %req.peer, "account registered in-band");
+    let hours = state.contacts_only_hours(&req.host);
+    if token.is_none() && hours > 0 {
+        state.fresh.register(&ctx, &jid, hours, now_ms()).await.map_err(internal)?;
+    }
     if let Some(invite) = invite {
         invite::apply(&ctx, &invite, &jid).await;
     }
@@ -389,7 +425,12 @@ mod tests {
 
     fn state(limit: u32) -> Registration {
         let config = RegisterConfig { registrations_per_ip_per_hour: limit, ..RegisterConfig::default() };
-        Registration { config, recent: Mutex::new(HashMap::new()), preauth: invite::Pending::default() }
+        Registration {
+            config,
+            recent: Mutex::new(HashMap::new()),
+            preauth: invite::Pending::default(),
+            fresh: Default::default(),
+        }
     }
 
     #[test]
@@ -427,12 +468,22 @@ mod tests {
     fn hosts_default_to_the_module_mode() {
         let config: RegisterConfig =
             toml::from_str("mode = \"open\"\n[hosts.\"b.example\"]\nmode = \"invite-token\"\n").expect("config");
-        let state = Registration { config, recent: Mutex::new(HashMap::new()), preauth: invite::Pending::default() };
+        let state = Registration {
+            config,
+            recent: Mutex::new(HashMap::new()),
+            preauth: invite::Pending::default(),
+            fresh: Default::default(),
+        };
         assert_eq!(state.mode("a.example"), Mode::Open);
         assert_eq!(state.mode("b.example"), Mode::InviteToken);
         assert_eq!(
-            Registration { config: RegisterConfig::default(), recent: Mutex::default(), preauth: Default::default() }
-                .mode("x"),
+            Registration {
+                config: RegisterConfig::default(),
+                recent: Mutex::default(),
+                preauth: Default::default(),
+                fresh: Default::default(),
+            }
+            .mode("x"),
             Mode::Closed
         );
     }
