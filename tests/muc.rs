@@ -964,3 +964,109 @@ async fn hats_are_assigned_by_admins_worn_in_presence_and_kept() {
     assert_eq!(hats(presence_of(&joined, &format!("{hall}/Bob"))), [(hat.to_owned(), "Host".to_owned())]);
     assert!(hats(presence_of(&joined, &format!("{hall}/Carol"))).is_empty());
 }
+
+const PUSH: &str = "urn:xmpp:push:0";
+
+/// The next push notification `client` gets from `room`: the message count, after
+/// answering the publish with `answer` ("result", or an error's XML).
+async fn room_push(client: &mut Client, room: &str, answer: &str) -> String {
+    let (publish, _) = recv_until(client, |s| {
+        s.name() == "iq"
+            && s.attr("from") == Some(room)
+            && s.get_child("pubsub", "http://jabber.org/protocol/pubsub").is_some()
+    })
+    .await;
+    let id = publish.attr("id").expect("id");
+    let reply = match answer {
+        "result" => format!("<iq type='result' id='{id}' to='{room}'/>"),
+        error => format!("<iq type='error' id='{id}' to='{room}'>{error}</iq>"),
+    };
+    client.send(&reply).await;
+    let form = publish
+        .get_child("pubsub", "http://jabber.org/protocol/pubsub")
+        .and_then(|p| p.get_child("publish", "http://jabber.org/protocol/pubsub"))
+        .and_then(|p| p.get_child("item", "http://jabber.org/protocol/pubsub"))
+        .and_then(|i| i.get_child("notification", PUSH))
+        .and_then(|n| n.get_child("x", DATA))
+        .expect("summary form");
+    let count =
+        form.children().find(|f| f.attr("var") == Some("message-count")).and_then(|f| f.get_child("value", DATA));
+    assert!(
+        form.children().all(|f| f.attr("var") != Some("last-message-body")),
+        "the room tells nothing of the message"
+    );
+    count.map(|v| v.text()).expect("message-count")
+}
+
+/// Rooms accept push registrations from members (XEP-0357 with the room as the user's
+/// server, as Conversations uses it with its own full JID): a member out of the room
+/// is told of new messages, an outsider may not register, a refusal ends the
+/// registration, and registrations of persistent rooms survive a restart.
+#[tokio::test]
+async fn members_out_of_the_room_get_push_notifications() {
+    let mut server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let hall = room("hall");
+    {
+        let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+        create(alice, &hall, "Alice", &[("muc#roomconfig_persistentroom", "1")]).await;
+        let (info, _) = bob
+            .iq(&format!(
+                "<iq type='get' id='{{id}}' to='{hall}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+            ))
+            .await;
+        assert!(info.children().flat_map(|q| q.children()).any(|f| f.attr("var") == Some(PUSH)), "{info:?}");
+        let enable = |jid: &str| {
+            format!("<iq type='set' id='{{id}}' to='{hall}'><enable xmlns='{PUSH}' jid='{jid}' node='hall-node'/></iq>")
+        };
+        let (refused, _) = carol.iq(&enable("carol@localhost/r")).await;
+        assert_eq!(condition(&refused).as_deref(), Some("forbidden"), "not an occupant, not a member");
+        join(bob, &hall, "Bob").await;
+        let (enabled, _) = bob.iq(&enable("bob@localhost/r")).await;
+        assert_eq!(enabled.attr("type"), Some("result"), "{enabled:?}");
+        // While bob is in the room, nothing is pushed.
+        say(alice, &hall, "hello").await;
+        recv_groupchat(bob, &hall).await;
+        bob.send(&format!("<presence to='{hall}/Bob' type='unavailable'/>")).await;
+        recv_until(bob, |s| s.name() == "presence" && s.attr("type") == Some("unavailable")).await;
+        say(alice, &hall, "one").await;
+        assert_eq!(room_push(bob, &hall, "result").await, "1");
+        say(alice, &hall, "two").await;
+        assert_eq!(room_push(bob, &hall, "result").await, "2");
+    }
+    drop(clients);
+    server.restart().await;
+    let mut alice = server.login("alice", "r").await;
+    let mut bob = server.login("bob", "r").await;
+    join(&mut alice, &hall, "Alice").await;
+    say(&mut alice, &hall, "after the restart").await;
+    let gone = "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>";
+    assert_eq!(room_push(&mut bob, &hall, gone).await, "1", "the registration survived the restart");
+    // Refused for good: the registration goes (from memory first, then from the table,
+    // which is what can be watched here), and no more notifications come.
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let rows: Vec<Count> = server
+            .db()
+            .run(|c| {
+                use diesel::RunQueryDsl;
+                diesel::sql_query("SELECT COUNT(*) AS n FROM muc_push").load(c)
+            })
+            .await
+            .expect("count");
+        if rows.first().is_some_and(|r| r.n == 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the refused registration was not removed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    say(&mut alice, &hall, "anyone?").await;
+    recv_groupchat(&mut alice, &hall).await;
+    let extra = bob.sync().await;
+    assert!(extra.iter().all(|s| s.attr("from") != Some(hall.as_str())), "no push after a refusal: {extra:?}");
+}

@@ -27,6 +27,7 @@ pub mod module;
 pub mod ordered;
 pub mod pep;
 pub mod preauth;
+pub mod push;
 pub mod reply;
 pub mod roster;
 pub mod stanza;

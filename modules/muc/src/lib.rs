@@ -4,7 +4,8 @@
 //! retraction by the sender and XEP-0425 moderation (both leaving a tombstone
 //! in the room's archive), XEP-0359 stanza ids and XEP-0313 archives per room (through
 //! the `mam` module's `ArchiveService`), XEP-0203 delayed history, XEP-0486 room
-//! avatars and §7.10 nickname registration.
+//! avatars, §7.10 nickname registration, and XEP-0357 push registrations on rooms
+//! (`room::push`: members out of the room are told of new messages).
 //!
 //! Each room is an actor owning its state (`room`); the service (`service`) routes
 //! the component's stanzas to them. Persistent rooms, their affiliations and subject
@@ -47,6 +48,7 @@ pub static MODULE: ModuleSpec = ModuleSpec {
         SpecSupport { spec: Spec::Xep(486), version: "0.1.0", status: Support::Complete, features: &[] },
         SpecSupport { spec: Spec::Xep(424), version: "0.4.0", status: Support::Complete, features: &[] },
         SpecSupport { spec: Spec::Xep(317), version: "0.2", status: Support::Complete, features: &[model::NS_HATS] },
+        SpecSupport { spec: Spec::Xep(357), version: "0.4.1", status: Support::Complete, features: &[] },
     ],
     migrations: Some(&MIGRATIONS),
     forget_user: Some(forget_user),

@@ -42,6 +42,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Push registrations of members on persistent rooms (XEP-0357).
+    muc_push (room, jid, service, node) {
+        room -> Text,
+        jid -> Text,
+        service -> Text,
+        node -> Text,
+        publish_options -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(muc_affiliations -> muc_rooms (room));
 diesel::allow_tables_to_appear_in_same_query!(muc_rooms, muc_affiliations);
 
@@ -60,6 +71,8 @@ pub struct StoredRoom {
     pub vcard: Option<String>,
     /// Hats (XEP-0317) by bare JID.
     pub hats: Vec<(BareJid, Hat)>,
+    /// Members' push registrations.
+    pub push: Vec<crate::room::RoomPush>,
 }
 
 /// Loads `room`, if it is a stored persistent room.
@@ -95,7 +108,24 @@ pub fn load(conn: &mut DbConn, room: &str) -> QueryResult<Option<StoredRoom>> {
         .into_iter()
         .filter_map(|(jid, uri, title)| Some((parse_bare_jid(&jid).ok()?, Hat { uri, title })))
         .collect();
+    let push: Vec<(String, String, String, Option<String>)> = muc_push::table
+        .filter(muc_push::room.eq(room))
+        .select((muc_push::jid, muc_push::service, muc_push::node, muc_push::publish_options))
+        .load(conn)?;
+    let push = push
+        .into_iter()
+        .filter_map(|(jid, service, node, publish_options)| {
+            Some(crate::room::RoomPush {
+                member: parse_bare_jid(&jid).ok()?,
+                service: starling_api::parse_jid(&service).ok()?,
+                node,
+                publish_options,
+                missed: 0,
+            })
+        })
+        .collect();
     Ok(Some(StoredRoom {
+        push,
         hats,
         config: RoomConfig::from_toml(&config).unwrap_or_default(),
         subject: subject.map(|s| (s, subject_nick.unwrap_or_default())),
@@ -149,6 +179,10 @@ pub fn save(conn: &mut DbConn, room: &str, stored: &StoredRoom, now_us: i64) -> 
                 ))
                 .execute(conn)?;
         }
+        diesel::delete(muc_push::table.filter(muc_push::room.eq(room))).execute(conn)?;
+        for registration in &stored.push {
+            save_push(conn, room, registration)?;
+        }
         Ok(())
     })
 }
@@ -196,9 +230,45 @@ pub fn save_standing(conn: &mut DbConn, room: &str, jid: &str, standing: Option<
     })
 }
 
+/// Stores a push registration, replacing the same member's for the same node.
+pub fn save_push(conn: &mut DbConn, room: &str, registration: &crate::room::RoomPush) -> QueryResult<()> {
+    let member = registration.member.to_string();
+    delete_push(conn, room, &registration.member, registration.service.as_str(), Some(&registration.node))?;
+    diesel::insert_into(muc_push::table)
+        .values((
+            muc_push::room.eq(room),
+            muc_push::jid.eq(member),
+            muc_push::service.eq(registration.service.as_str()),
+            muc_push::node.eq(&registration.node),
+            muc_push::publish_options.eq(registration.publish_options.as_deref()),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Removes a member's push registrations for `service` (one node, or all).
+pub fn delete_push(
+    conn: &mut DbConn,
+    room: &str,
+    member: &BareJid,
+    service: &str,
+    node: Option<&str>,
+) -> QueryResult<()> {
+    let rows = muc_push::table
+        .filter(muc_push::room.eq(room))
+        .filter(muc_push::jid.eq(member.as_str()))
+        .filter(muc_push::service.eq(service));
+    match node {
+        Some(node) => diesel::delete(rows.filter(muc_push::node.eq(node))).execute(conn),
+        None => diesel::delete(rows).execute(conn),
+    }
+    .map(drop)
+}
+
 /// Deletes a room (destroyed, or no longer persistent) and its affiliations.
 pub fn delete(conn: &mut DbConn, room: &str) -> QueryResult<()> {
     conn.transaction(|conn| {
+        diesel::delete(muc_push::table.filter(muc_push::room.eq(room))).execute(conn)?;
         diesel::delete(muc_affiliations::table.filter(muc_affiliations::room.eq(room))).execute(conn)?;
         diesel::delete(muc_rooms::table.filter(muc_rooms::jid.eq(room))).execute(conn).map(drop)
     })
@@ -220,6 +290,7 @@ pub fn public_rooms(conn: &mut DbConn, domain: &str) -> QueryResult<Vec<(String,
 /// Removes every affiliation of the account `username@host` (account deletion).
 pub fn forget_user(conn: &mut DbConn, host: &str, username: &str) -> QueryResult<()> {
     let jid = format!("{username}@{host}");
+    diesel::delete(muc_push::table.filter(muc_push::jid.eq(&jid))).execute(conn)?;
     diesel::delete(muc_hats::table.filter(muc_hats::jid.eq(&jid))).execute(conn)?;
     diesel::delete(muc_affiliations::table.filter(muc_affiliations::jid.eq(jid))).execute(conn).map(drop)
 }

@@ -32,16 +32,14 @@ use starling_api::jid::{BareJid, FullJid, Jid};
 use starling_api::minidom::Element;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{
-    ClientState, Context, DbConn, Flow, IqPayload, IqRequest, IqResult, Migrations, ModuleError, ModuleSpec,
-    OrderedSpawner, Registrar, Scope, Spec, SpecSupport, Stanza, Support, stanza_error,
+    ClientState, Context, DbConn, Flow, IqRequest, IqResult, Migrations, ModuleError, ModuleSpec, OrderedSpawner,
+    Registrar, Scope, Spec, SpecSupport, Stanza, Support, stanza_error,
 };
 
-/// XEP-0357's namespace.
-pub const NS_PUSH: &str = "urn:xmpp:push:0";
-const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-const NS_DATA: &str = "jabber:x:data";
+pub use starling_api::push::NS_PUSH;
+use starling_api::push::{PushDisable as Disable, PushEnable as Enable, PushSummary, PushTarget};
+
 const NS_CLIENT: &str = "jabber:client";
-const SUMMARY_FORM: &str = "urn:xmpp:push:summary";
 
 /// The module.
 pub static MODULE: ModuleSpec = ModuleSpec {
@@ -133,62 +131,6 @@ impl Push {
             }
         }
     }
-}
-
-/// `<enable xmlns='urn:xmpp:push:0' jid=… node=…>` with an optional publish-options form.
-#[derive(Debug)]
-struct Enable {
-    service: Jid,
-    node: String,
-    publish_options: Option<Element>,
-}
-
-/// `<disable xmlns='urn:xmpp:push:0' jid=… [node=…]/>`.
-#[derive(Debug)]
-struct Disable {
-    service: Jid,
-    node: Option<String>,
-}
-
-/// The payload is not a valid `<enable/>` or `<disable/>`.
-#[derive(Debug)]
-struct BadPayload;
-
-impl TryFrom<Element> for Enable {
-    type Error = BadPayload;
-
-    fn try_from(element: Element) -> Result<Self, BadPayload> {
-        if !element.is("enable", NS_PUSH) {
-            return Err(BadPayload);
-        }
-        let service = element.attr("jid").and_then(|j| Jid::new(j).ok()).ok_or(BadPayload)?;
-        let node = element.attr("node").filter(|n| !n.is_empty()).ok_or(BadPayload)?.to_owned();
-        let publish_options = element.get_child("x", NS_DATA).cloned();
-        Ok(Enable { service, node, publish_options })
-    }
-}
-
-impl TryFrom<Element> for Disable {
-    type Error = BadPayload;
-
-    fn try_from(element: Element) -> Result<Self, BadPayload> {
-        if !element.is("disable", NS_PUSH) {
-            return Err(BadPayload);
-        }
-        let service = element.attr("jid").and_then(|j| Jid::new(j).ok()).ok_or(BadPayload)?;
-        let node = element.attr("node").filter(|n| !n.is_empty()).map(str::to_owned);
-        Ok(Disable { service, node })
-    }
-}
-
-impl IqPayload for Enable {
-    const NS: &'static str = NS_PUSH;
-    const NAME: &'static str = "enable";
-}
-
-impl IqPayload for Disable {
-    const NS: &'static str = NS_PUSH;
-    const NAME: &'static str = "disable";
 }
 
 fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
@@ -489,11 +431,7 @@ async fn notify_all(ctx: Context, push: Arc<Push>, account: BareJid, targets: Ve
         let Some(request) = notification(&account, &registration, &last) else { continue };
         match ctx.send_iq(request, timeout).await {
             Ok(answer) if answer.type_() == Some("error") => {
-                let error_type = answer
-                    .to_element()
-                    .ok()
-                    .and_then(|e| e.get_child("error", NS_CLIENT).and_then(|e| e.attr("type").map(str::to_owned)));
-                if error_type.as_deref() == Some("wait") {
+                if !starling_api::push::refused_for_good(&answer) {
                     starling_api::tracing::debug!(%account, service = %registration.service, "app server busy");
                     continue;
                 }
@@ -517,43 +455,18 @@ async fn notify_all(ctx: Context, push: Arc<Push>, account: BareJid, targets: Ve
 
 /// The XEP-0357 §5 publish request, from the account's bare JID.
 fn notification(account: &BareJid, registration: &Registration, last: &LastMessage) -> Option<Stanza> {
-    use starling_api::stanza::{escape_text, write_attr};
-    let mut xml = Vec::with_capacity(512);
-    let field = |xml: &mut Vec<u8>, var: &str, value: &str| {
-        xml.extend_from_slice(b"<field");
-        write_attr(xml, "var", var);
-        xml.extend_from_slice(b"><value>");
-        escape_text(xml, value);
-        xml.extend_from_slice(b"</value></field>");
+    let target = PushTarget {
+        service: &registration.service,
+        node: &registration.node,
+        publish_options: registration.publish_options.as_deref(),
     };
-    xml.extend_from_slice(b"<iq xmlns='jabber:client' type='set'");
-    write_attr(&mut xml, "from", account.as_str());
-    write_attr(&mut xml, "to", registration.service.as_str());
-    xml.extend_from_slice(format!("><pubsub xmlns='{NS_PUBSUB}'><publish").as_bytes());
-    write_attr(&mut xml, "node", &registration.node);
-    xml.extend_from_slice(
-        format!("><item><notification xmlns='{NS_PUSH}'><x xmlns='{NS_DATA}' type='submit'>").as_bytes(),
-    );
-    field(&mut xml, "FORM_TYPE", SUMMARY_FORM);
-    field(&mut xml, "message-count", &registration.messages.load(Ordering::Relaxed).to_string());
-    field(&mut xml, "pending-subscription-count", &registration.subscriptions.load(Ordering::Relaxed).to_string());
-    if let Some(sender) = &last.sender {
-        field(&mut xml, "last-message-sender", sender);
-    }
-    if let Some(body) = &last.body {
-        field(&mut xml, "last-message-body", body);
-    }
-    xml.extend_from_slice(b"</x></notification></item></publish>");
-    if let Some(options) = &registration.publish_options {
-        // Serialised by minidom from the client's form when it enabled push.
-        xml.extend_from_slice(b"<publish-options>");
-        xml.extend_from_slice(options.as_bytes());
-        xml.extend_from_slice(b"</publish-options>");
-    }
-    xml.extend_from_slice(b"</pubsub></iq>");
-    // Parsed back so that the stanza is in canonical form whatever minidom wrote.
-    let iq = std::str::from_utf8(&xml).ok()?.parse::<Element>().ok()?;
-    Some(Stanza::from_element(&iq))
+    let summary = PushSummary {
+        message_count: registration.messages.load(Ordering::Relaxed),
+        pending_subscription_count: Some(registration.subscriptions.load(Ordering::Relaxed)),
+        last_sender: last.sender.clone(),
+        last_body: last.body.clone(),
+    };
+    starling_api::push::notification(account.as_str(), target, &summary)
 }
 
 #[cfg(test)]
@@ -582,50 +495,5 @@ mod tests {
             "type='chat'",
             "<received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'/></received>"
         )));
-    }
-
-    #[test]
-    fn the_notification_carries_the_summary_and_the_publish_options() {
-        let account = BareJid::new("juliet@capulet.example").expect("jid");
-        let options: Element =
-            "<x xmlns='jabber:x:data' type='submit'><field var='secret'><value>s3</value></field></x>"
-                .parse()
-                .expect("xml");
-        let registration = Registration {
-            service: Jid::new("push.example").expect("jid"),
-            node: "n1".into(),
-            resource: "phone".into(),
-            publish_options: Some(String::from(&options)),
-            messages: Arc::new(AtomicU32::new(2)),
-            subscriptions: Arc::default(),
-        };
-        let last = LastMessage { sender: Some("romeo@montague.example/garden".into()), body: Some("hi".into()) };
-        let iq = notification(&account, &registration, &last).expect("stanza").to_element().expect("xml");
-        assert_eq!((iq.attr("from"), iq.attr("to")), (Some("juliet@capulet.example"), Some("push.example")));
-        let pubsub = iq.get_child("pubsub", NS_PUBSUB).expect("pubsub");
-        let publish = pubsub.get_child("publish", NS_PUBSUB).expect("publish");
-        assert_eq!(publish.attr("node"), Some("n1"));
-        let form = publish
-            .get_child("item", NS_PUBSUB)
-            .and_then(|i| i.get_child("notification", NS_PUSH))
-            .and_then(|n| n.get_child("x", NS_DATA))
-            .expect("summary form");
-        let value = |var: &str| {
-            form.children()
-                .find(|f| f.attr("var") == Some(var))
-                .and_then(|f| f.get_child("value", NS_DATA))
-                .map(Element::text)
-        };
-        assert_eq!(value("FORM_TYPE").as_deref(), Some(SUMMARY_FORM));
-        assert_eq!(value("message-count").as_deref(), Some("2"));
-        assert_eq!(value("last-message-sender").as_deref(), Some("romeo@montague.example/garden"));
-        assert_eq!(value("last-message-body").as_deref(), Some("hi"));
-        let secret = pubsub
-            .get_child("publish-options", NS_PUBSUB)
-            .and_then(|o| o.get_child("x", NS_DATA))
-            .and_then(|x| x.children().find(|f| f.attr("var") == Some("secret")))
-            .and_then(|f| f.get_child("value", NS_DATA))
-            .map(Element::text);
-        assert_eq!(secret.as_deref(), Some("s3"));
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use starling_api::archive::{ArchiveService, NS_MAM};
 use starling_api::jid::Jid;
 use starling_api::minidom::Element;
+use starling_api::push::NS_PUSH;
 use starling_api::reply::{child_xml, error_reply};
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use starling_api::{Stanza, stanza_error};
@@ -56,6 +57,7 @@ impl Room {
             (false, "query", NS_OWNER) => self.owner_get(&from).map(Some),
             (true, "query", NS_OWNER) => self.owner_set(&from, payload).await.map(|()| None),
             (true, "moderate", NS_MODERATE) => self.moderate(&from, payload).await.map(|()| None),
+            (true, "enable" | "disable", NS_PUSH) => self.push_set(&from, payload).await.map(|()| None),
             (false, "vCard", NS_VCARD) => {
                 self.ctx.send(starling_api::reply::iq_result(stanza, Some(&self.vcard_get())));
                 return;
@@ -125,6 +127,7 @@ impl Room {
             NS_PING,
             "http://jabber.org/protocol/muc#self-ping-optimization",
             "http://jabber.org/protocol/muc#stable_id",
+            NS_PUSH,
         ];
         if self.logs() {
             features.push(NS_MAM);

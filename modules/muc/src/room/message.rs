@@ -92,6 +92,9 @@ impl Room {
         };
         let children = self.rewrite(element, &occupant.bare, stanza_id.as_deref());
         self.broadcast("message", &from_nick, Some("groupchat"), stanza.id(), &children);
+        if body {
+            self.push_after_message();
+        }
         if let Some(stanza_id) = stanza_id {
             self.remember(HistoryEntry {
                 nick: occupant.nick.clone(),

@@ -12,6 +12,7 @@ mod hats;
 mod iq;
 mod message;
 mod presence;
+mod push;
 mod register;
 mod vcard;
 mod voice;
@@ -36,6 +37,8 @@ use crate::roomconfig::RoomConfig;
 use crate::service::{Listing, Service, refuse};
 use crate::store::{self, StoredRoom};
 use crate::xml::{self, Children, Node};
+
+pub use push::RoomPush;
 
 /// One client session of an occupant (several for a multi-session nickname).
 #[derive(Debug, Clone)]
@@ -117,6 +120,8 @@ pub struct Room {
     vcard: Option<(String, Option<String>)>,
     /// Hats (XEP-0317) by the wearer's bare JID.
     hats: HashMap<BareJid, Vec<Hat>>,
+    /// Members' push registrations (XEP-0357).
+    push: push::Registrations,
 }
 
 /// The actor: loads the room if stored, then handles its stanzas until it ends.
@@ -157,6 +162,7 @@ impl Room {
             hats.entry(jid).or_default().push(hat);
         }
         Room {
+            push: Arc::new(std::sync::Mutex::new(stored.push)),
             hats,
             jid,
             svc,
@@ -219,6 +225,7 @@ impl Room {
             ended: false,
             vcard: None,
             hats: HashMap::new(),
+            push: Arc::default(),
         };
         room.config.history_length = room.config.history_length.min(svc.config.max_history);
         room.handle_created(stanza).await;
@@ -405,6 +412,7 @@ impl Room {
             affiliations: self.affiliations.iter().map(|(j, s)| (j.clone(), s.clone())).collect(),
             vcard: self.vcard.as_ref().map(|(xml, _)| xml.clone()),
             hats: self.hats.iter().flat_map(|(j, hats)| hats.iter().map(|h| (j.clone(), h.clone()))).collect(),
+            push: self.push.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 
