@@ -98,6 +98,9 @@ pub enum AdminSocketError {
     /// Nothing listens there: the server is not running (or uses another socket).
     #[error("the server is not running (nothing listens on {0})")]
     NotRunning(PathBuf),
+    /// The socket belongs to another OS user: only the server's user may administer it.
+    #[error("permission denied on {0}: run this as the OS user the server runs as")]
+    Forbidden(PathBuf),
     /// Another server already listens there.
     #[error("another server already listens on the admin socket {0}")]
     InUse(PathBuf),
@@ -256,7 +259,10 @@ fn status(context: &Context) -> String {
 /// Sends `request` to the server listening on `path` and returns its answer.
 pub async fn request(path: &Path, request: &AdminRequest) -> Result<AdminResponse, AdminSocketError> {
     let io = |e: std::io::Error| AdminSocketError::Io(path.to_owned(), e.to_string());
-    let stream = UnixStream::connect(path).await.map_err(|_| AdminSocketError::NotRunning(path.to_owned()))?;
+    let stream = UnixStream::connect(path).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => AdminSocketError::Forbidden(path.to_owned()),
+        _ => AdminSocketError::NotRunning(path.to_owned()),
+    })?;
     let (read, mut write) = stream.into_split();
     let mut out = serde_json::to_vec(request).map_err(|e| AdminSocketError::Io(path.to_owned(), e.to_string()))?;
     out.push(b'\n');

@@ -213,6 +213,8 @@ fn account_request(config: &Config, command: &Command) -> anyhow::Result<Option<
     if config.server.admin_socket.as_os_str().is_empty() || !config.server.admin_socket.exists() {
         return Ok(None);
     }
+    // (A socket this user may not open is an error below, not a reason to bypass the
+    // server by writing to the database.)
     let hosts = &config.server.hosts;
     Ok(Some(match user {
         UserCommand::Add { jid, password_file } => AdminRequest::UserAdd {

@@ -209,6 +209,38 @@ async fn serve_accepts_a_login_and_stops_on_sigterm() {
     assert!(exit.success(), "server exit status {exit:?}");
 }
 
+/// Another OS user (nobody) cannot use the socket even with a readable configuration.
+/// Only checked when the tests run as root, where `setpriv` can switch users.
+async fn refused_to_other_users(dir: &Path, config: &Path) {
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("not root (or no setpriv): the other-user check is skipped");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for path in [dir, config] {
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let (config, bin) = (config.to_owned(), BIN);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin, "--config"])
+            .arg(&config)
+            .arg("status")
+            .output()
+            .expect("setpriv runs")
+    })
+    .await
+    .expect("join");
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The commands that act on the running server, over its admin socket: status,
 /// sessions, announce, the user commands (which then end sessions), reload (by command
 /// and by SIGHUP) and shutdown; and exit code 3 once the server is gone.
@@ -235,6 +267,7 @@ async fn the_command_line_drives_the_running_server_through_its_admin_socket() {
     };
     let status = run(&["status"], None).await.expect("join");
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    refused_to_other_users(dir.path(), &cli_config).await;
     assert!(stdout(&status).starts_with("Starling ") && stdout(&status).contains("sessions: 0"), "{}", stdout(&status));
 
     // An account made through the socket exists at once for the running server.
