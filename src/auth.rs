@@ -272,18 +272,27 @@ impl OfferedHashes {
         Ok(offered)
     }
 
-    /// Checks storage again (after an upgrade added keys).
+    /// Checks storage again (after an upgrade added keys), for the hashes not yet
+    /// complete: keys are only ever added while running.
     pub async fn refresh(&self, db: &Db) -> Result<(), StorageError> {
+        let pending: Vec<ScramHash> = SCRAM_HASHES
+            .iter()
+            .zip(&self.complete)
+            .filter(|(_, complete)| !complete.load(Ordering::Relaxed))
+            .map(|(hash, _)| *hash)
+            .collect();
         let missing = db
-            .run(|c| {
-                SCRAM_HASHES
-                    .iter()
-                    .map(|hash| accounts::count_without(c, hash.mechanism_name()))
-                    .collect::<Result<Vec<_>, _>>()
+            .run(move |c| {
+                pending
+                    .into_iter()
+                    .map(|hash| Ok((hash, accounts::any_without(c, hash.mechanism_name())?)))
+                    .collect::<Result<Vec<_>, diesel::result::Error>>()
             })
             .await?;
-        for (flag, missing) in self.complete.iter().zip(missing) {
-            flag.store(missing == 0, Ordering::Relaxed);
+        for (hash, missing) in missing {
+            if let Some(index) = SCRAM_HASHES.iter().position(|h| *h == hash) {
+                self.complete[index].store(!missing, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
