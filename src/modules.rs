@@ -25,6 +25,7 @@ pub static ALL: &[&ModuleSpec] = &[
     &starling_mod_time::MODULE,
     &starling_mod_upload::MODULE,
     &starling_mod_push::MODULE,
+    &starling_mod_push_gateway::MODULE,
     &starling_mod_contact_info::MODULE,
     &starling_mod_external_services::MODULE,
     &starling_mod_proxy65::MODULE,
