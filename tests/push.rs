@@ -292,3 +292,37 @@ async fn a_slixmpp_app_server_receives_the_notifications() {
     let status = tokio::time::timeout(wait, child.wait()).await.expect("app server exits").expect("status");
     assert!(status.success());
 }
+
+/// In group chats only mentions wake a device: a message in a room the inactive
+/// session joined counts when it names the session's nickname.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_chat_mention_wakes_the_device_other_room_messages_do_not() {
+    let port = free_port();
+    let server = server(port).await;
+    let mut app = Component::connect(port, APP_SERVER, SECRET).await;
+    let room = "lounge@conference.localhost";
+    let mut bob = server.login("bob", "desk").await;
+    bob.send(&format!("<presence to='{room}/Bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    bob.sync().await;
+    let (configured, _) = bob
+        .iq(&format!(
+            "<iq type='set' id='{{id}}' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(configured.attr("type"), Some("result"), "{configured:?}");
+    let mut alice = server.login("alice", "phone").await;
+    alice.send(&format!("<presence to='{room}/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    alice.sync().await;
+    enable(&mut alice, "phone-node", "").await;
+    alice.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    alice.sync().await;
+
+    let say = |text: &str| format!("<message to='{room}' type='groupchat'><body>{text}</body></message>");
+    bob.send(&say("good morning, everyone")).await;
+    bob.send(&say("hey Alice, look at this")).await;
+    bob.sync().await;
+    let woken = next_notification(&mut app, None).await;
+    assert_eq!(woken.field("last-message-body").as_deref(), Some("hey Alice, look at this"), "only the mention");
+    assert_eq!(woken.field("message-count").as_deref(), Some("1"));
+}

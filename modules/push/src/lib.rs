@@ -14,6 +14,10 @@
 //! when `include_sender` / `include_body` are set: a vendor's app server, and the
 //! platform behind it, learn nothing else by default (Prosody's default too).
 //!
+//! In group chats only mentions wake a device: a groupchat message delivered to an
+//! inactive or hibernating session counts when its body contains the nickname that
+//! session joined the room with (followed from the session's own presence to rooms).
+//!
 //! Registrations are stored in `push_registrations` and held in memory, because the
 //! routing hooks that decide whether to push are synchronous. An app server that
 //! answers with an error other than `wait` has the registration removed (§6, so that
@@ -27,7 +31,9 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use serde::Deserialize;
-use starling_api::hooks::{MessageDelivered, MessageUndelivered, PresenceToAccount, SessionStarted};
+use starling_api::hooks::{
+    MessageDelivered, MessageUndelivered, PresenceToAccount, Routing, SessionEnded, SessionStarted,
+};
 use starling_api::jid::{BareJid, FullJid, Jid};
 use starling_api::minidom::Element;
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
@@ -40,6 +46,7 @@ pub use starling_api::push::NS_PUSH;
 use starling_api::push::{PushDisable as Disable, PushEnable as Enable, PushSummary, PushTarget};
 
 const NS_CLIENT: &str = "jabber:client";
+const NS_MUC: &str = "http://jabber.org/protocol/muc";
 
 /// The module.
 pub static MODULE: ModuleSpec = ModuleSpec {
@@ -114,6 +121,8 @@ struct Push {
     config: PushConfig,
     registrations: RwLock<HashMap<BareJid, Vec<Registration>>>,
     spawner: OrderedSpawner,
+    /// The nickname each session uses in each room it joined.
+    nicks: RwLock<HashMap<FullJid, HashMap<BareJid, String>>>,
 }
 
 impl Push {
@@ -135,8 +144,12 @@ impl Push {
 
 fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
     let config: PushConfig = reg.config()?;
-    let push =
-        Arc::new(Push { config, registrations: RwLock::new(HashMap::new()), spawner: OrderedSpawner::default() });
+    let push = Arc::new(Push {
+        config,
+        registrations: RwLock::new(HashMap::new()),
+        spawner: OrderedSpawner::default(),
+        nicks: RwLock::default(),
+    });
     reg.disco_feature(Scope::OwnAccount, NS_PUSH);
     let p = push.clone();
     reg.on_start(move |ctx| load(ctx, p.clone()));
@@ -160,6 +173,16 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         if event.stanza.type_() == Some("subscribe") {
             on_subscription(ctx, &p, &event.to);
         }
+        Flow::Continue
+    });
+    let p = push.clone();
+    reg.hook::<Routing, _>(-100, move |ctx, event| {
+        follow_room_presence(ctx, &p, event);
+        Flow::Continue
+    });
+    let p = push.clone();
+    reg.hook::<SessionEnded, _>(0, move |_, event| {
+        p.nicks.write().unwrap_or_else(|e| e.into_inner()).remove(&event.jid);
         Flow::Continue
     });
     reg.hook::<SessionStarted, _>(0, move |_, event| {
@@ -352,13 +375,62 @@ struct LastMessage {
     body: Option<String>,
 }
 
-fn on_message(ctx: &Context, push: &Arc<Push>, account: &BareJid, delivered_to: Option<&[FullJid]>, message: &Stanza) {
-    let registrations = push.of(account);
-    if registrations.is_empty() || !wakes_the_device(message) {
+/// Records the nickname a local session joins a room with (presence to `room/nick`
+/// with the MUC element, or a nick change while joined) and forgets it when it leaves.
+fn follow_room_presence(ctx: &Context, push: &Push, event: &Routing) {
+    if event.stanza.name() != "presence" {
         return;
     }
+    let (Some(from), Some(nick)) = (event.from.as_ref().and_then(|f| f.try_as_full().ok()), event.to.resource()) else {
+        return;
+    };
+    if !ctx.is_local_host(from.domain().as_str()) || !ctx.is_component(event.to.domain().as_str()) {
+        return;
+    }
+    let room = event.to.to_bare();
+    let mut nicks = push.nicks.write().unwrap_or_else(|e| e.into_inner());
+    match event.stanza.type_() {
+        None => {
+            let joins = event.stanza.child_elements().any(|c| c.ns() == NS_MUC && c.name() == "x");
+            let rooms = nicks.entry(from.clone()).or_default();
+            if joins || rooms.contains_key(&room) {
+                rooms.insert(room, nick.as_str().to_owned());
+            }
+        }
+        Some("unavailable") => {
+            if let Some(rooms) = nicks.get_mut(from) {
+                rooms.remove(&room);
+                if rooms.is_empty() {
+                    nicks.remove(from);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a groupchat message mentions the nickname `device` uses in its room.
+fn mentions(push: &Push, device: &FullJid, message: &Stanza) -> bool {
+    let Some(room) = message.from().and_then(|f| starling_api::parse_jid(f).ok()).map(|j| j.to_bare()) else {
+        return false;
+    };
+    let nicks = push.nicks.read().unwrap_or_else(|e| e.into_inner());
+    let Some(nick) = nicks.get(device).and_then(|rooms| rooms.get(&room)) else { return false };
+    let body = message.to_element().ok().and_then(|e| e.get_child("body", NS_CLIENT).map(Element::text));
+    body.is_some_and(|b| b.to_lowercase().contains(&nick.to_lowercase()))
+}
+
+fn on_message(ctx: &Context, push: &Arc<Push>, account: &BareJid, delivered_to: Option<&[FullJid]>, message: &Stanza) {
+    let registrations = push.of(account);
+    let groupchat = message.type_() == Some("groupchat");
+    if registrations.is_empty() || !(groupchat || wakes_the_device(message)) {
+        return;
+    }
+    let mentioned = |r: &Registration| {
+        !groupchat || account.with_resource_str(&r.resource).is_ok_and(|device| mentions(push, &device, message))
+    };
     let targets: Vec<Registration> =
-        registrations.into_iter().filter(|r| needs_waking(ctx, account, r, delivered_to)).collect();
+        registrations.into_iter().filter(|r| mentioned(r) && needs_waking(ctx, account, r, delivered_to)).collect();
     if targets.is_empty() {
         return;
     }
