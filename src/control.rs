@@ -3,10 +3,11 @@
 //! `starling shutdown`).
 //!
 //! A reload applies what new connections and logins read from the configuration —
-//! `[limits]` (except `max_connections`), `[c2s]` — and loads the certificates again,
-//! which renewed files need; everything else that changed is reported as needing a
-//! restart, because listeners, the database pool, federation and modules are built
-//! once at start.
+//! `[limits]` (except `max_connections`), `[c2s]` — loads the certificates again,
+//! which renewed files need, and hands changed module settings to the modules that
+//! take them live (`Registrar::on_reload`: push, register); everything else that
+//! changed is reported as needing a restart, because listeners, the database pool,
+//! federation and the set of modules are built once at start.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -45,8 +46,10 @@ impl CoreControl {
 
     /// Reloads from the file the running configuration came from.
     pub async fn reload_now(&self) -> Result<ReloadReport, String> {
-        let Some(c2s) = self.c2s.get().cloned() else { return Err("the server is still starting".into()) };
-        reload(self.certs.clone(), c2s).await
+        let (Some(c2s), Some(context)) = (self.c2s.get().cloned(), self.context.get().cloned()) else {
+            return Err("the server is still starting".into());
+        };
+        reload(self.certs.clone(), c2s, context).await
     }
 
     /// Announces to every online session, from its host; returns how many got it.
@@ -63,7 +66,7 @@ impl CoreControl {
     }
 }
 
-async fn reload(certs: Arc<CertStore>, c2s: Arc<C2sShared>) -> Result<ReloadReport, String> {
+async fn reload(certs: Arc<CertStore>, c2s: Arc<C2sShared>, context: Context) -> Result<ReloadReport, String> {
     let current = c2s.config();
     let path = current.path.clone();
     let fresh = tokio::task::spawn_blocking(move || Config::load(&path))
@@ -80,6 +83,7 @@ async fn reload(certs: Arc<CertStore>, c2s: Arc<C2sShared>) -> Result<ReloadRepo
     }
     // What is only read at start keeps its running value, so that the running
     // configuration says what is in effect.
+    let fresh_modules = fresh.modules.clone();
     let mut effective = fresh;
     effective.server = current.server.clone();
     effective.listen = current.listen.clone();
@@ -88,6 +92,12 @@ async fn reload(certs: Arc<CertStore>, c2s: Arc<C2sShared>) -> Result<ReloadRepo
     effective.http = current.http.clone();
     effective.log = current.log.clone();
     effective.modules = current.modules.clone();
+    for name in reload_modules(&context, &current.modules, &fresh_modules, &mut report) {
+        match fresh_modules.settings.get(&name).cloned() {
+            Some(settings) => effective.modules.settings.insert(name, settings),
+            None => effective.modules.settings.remove(&name),
+        };
+    }
     effective.hosts = current.hosts.clone();
     effective.limits.max_connections = current.limits.max_connections;
     effective.limits.connections_per_ip_exempt = current.limits.connections_per_ip_exempt.clone();
@@ -97,7 +107,35 @@ async fn reload(certs: Arc<CertStore>, c2s: Arc<C2sShared>) -> Result<ReloadRepo
     Ok(report)
 }
 
-/// What changed between `old` and `new`: applied live, or needing a restart.
+/// Hands changed `[modules.<name>]` settings of enabled modules to their reload
+/// handlers; returns the names that took them. A module without a handler, or whose
+/// handler refuses, is reported as needing a restart.
+fn reload_modules(
+    context: &Context,
+    old: &crate::config::ModulesConfig,
+    new: &crate::config::ModulesConfig,
+    report: &mut ReloadReport,
+) -> Vec<String> {
+    let mut applied = Vec::new();
+    for name in &old.enabled {
+        let (before, after) = (old.settings.get(name), new.settings.get(name));
+        if before == after {
+            continue;
+        }
+        match context.registry().on_reload(name).map(|handler| handler(context, after)) {
+            Some(Ok(())) => {
+                report.applied.push(format!("[modules.{name}]"));
+                applied.push(name.clone());
+            }
+            Some(Err(reason)) => report.needs_restart.push(format!("[modules.{name}] ({reason})")),
+            None => report.needs_restart.push(format!("[modules.{name}]")),
+        }
+    }
+    applied
+}
+
+/// What changed between `old` and `new`: applied live, or needing a restart (module
+/// settings are left to [`reload_modules`]).
 fn compare(old: &Config, new: &Config) -> ReloadReport {
     let mut report = ReloadReport::default();
     let mut restart = |name: &str, changed: bool| {
@@ -111,7 +149,7 @@ fn compare(old: &Config, new: &Config) -> ReloadReport {
     restart("[s2s]", old.s2s != new.s2s);
     restart("[http]", old.http != new.http);
     restart("[log]", old.log != new.log);
-    restart("[modules]", old.modules != new.modules);
+    restart("[modules] enabled", old.modules.enabled != new.modules.enabled);
     restart("[hosts]", old.hosts != new.hosts);
     restart("limits.max_connections", old.limits.max_connections != new.limits.max_connections);
     restart(
@@ -135,11 +173,11 @@ fn compare(old: &Config, new: &Config) -> ReloadReport {
 
 impl ServerControl for CoreControl {
     fn reload(&self) -> BoxFuture<'static, Result<ReloadReport, String>> {
-        let (certs, c2s) = (self.certs.clone(), self.c2s.get().cloned());
+        let (certs, c2s, context) = (self.certs.clone(), self.c2s.get().cloned(), self.context.get().cloned());
         Box::pin(async move {
-            match c2s {
-                Some(c2s) => reload(certs, c2s).await,
-                None => Err("the server is still starting".into()),
+            match (c2s, context) {
+                (Some(c2s), Some(context)) => reload(certs, c2s, context).await,
+                _ => Err("the server is still starting".into()),
             }
         })
     }
@@ -176,5 +214,7 @@ mod tests {
         let report = compare(&old, &config("[limits]\nmax_connections = 7\n[log]\nlevel = \"debug\"\n"));
         assert!(report.applied.is_empty(), "{report:?}");
         assert_eq!(report.needs_restart, ["[log]", "limits.max_connections"]);
+        let report = compare(&old, &config("[modules]\nenabled = [\"ping\"]\n"));
+        assert_eq!(report.needs_restart, ["[modules] enabled"]);
     }
 }

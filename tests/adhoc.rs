@@ -427,6 +427,7 @@ async fn reload_configuration_reports_what_it_applied_and_what_needs_a_restart()
     // admin list: the limits apply, [server] waits for a restart.
     let text = common::test_config_text(server.dir.path());
     std::fs::write(&path, format!("{text}\n[limits]\nauth_failures = 7\n")).expect("written");
+    let with_modules = |extra: &str| format!("{text}\n[limits]\nauth_failures = 7\n{extra}");
     server.stop().await;
     server.config.path = path.clone();
     server.restart().await;
@@ -437,6 +438,33 @@ async fn reload_configuration_reports_what_it_applied_and_what_needs_a_restart()
     let report = text.first().cloned().unwrap_or_default();
     // (On PostgreSQL the file's [storage] differs from the running one too.)
     assert!(report.starts_with("reloaded: certificates, [limits]\nchanged, needs a restart: [server]"), "{report}");
+
+    // Module settings: registration opens live (the register module takes new
+    // settings); the offline module's need a restart.
+    let register = |server: &TestServer| {
+        let addr = server.addr();
+        async move {
+            let mut conn = common::Conn::tcp(addr).await;
+            conn.open().await;
+            conn.starttls().await;
+            conn.send("<iq type='set' id='r'><query xmlns='jabber:iq:register'><username>newbie</username><password>long enough</password></query></iq>").await;
+            conn.recv().await.attr("type").map(str::to_owned)
+        }
+    };
+    assert_eq!(register(&server).await.as_deref(), Some("error"), "closed by default");
+    let modules = "[modules.register]\nmode = \"open\"\n[modules.push]\ninclude_body = true\n[modules.offline]\nmax_per_user = 7\n";
+    std::fs::write(&path, with_modules(modules)).expect("written");
+    let reloaded = execute(&mut admin, node, "action='execute'").await;
+    let report = notes(&reloaded).into_iter().map(|(_, t)| t).next().unwrap_or_default();
+    assert!(report.starts_with("reloaded: certificates, [modules.register], [modules.push]\n"), "{report}");
+    assert!(report.contains("[modules.offline]"), "{report}");
+    assert_eq!(register(&server).await.as_deref(), Some("result"), "open after the reload");
+    // A refused setting keeps the old ones and says why.
+    std::fs::write(&path, with_modules("[modules.register]\nmode = \"open\"\nusers_may_invite = true\n"))
+        .expect("written");
+    let reloaded = execute(&mut admin, node, "action='execute'").await;
+    let report = notes(&reloaded).into_iter().map(|(_, t)| t).next().unwrap_or_default();
+    assert!(report.contains("[modules.register] (users_may_invite needs a restart)"), "{report}");
     server.add_user("bob", "pw").await;
     let mut bob = server.login("bob", "desk").await;
     let refused = execute(&mut bob, node, "action='execute'").await;

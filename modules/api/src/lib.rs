@@ -50,6 +50,7 @@ pub use diesel;
 pub use diesel_migrations;
 pub use jid;
 pub use minidom;
+pub use toml;
 pub use tracing;
 pub use xmpp_parsers;
 

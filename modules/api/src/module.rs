@@ -155,6 +155,7 @@ pub struct Registry {
     disco_forms: Vec<(Scope, DataForm, usize)>,
     stream_features: Vec<(&'static str, usize)>,
     on_start: Vec<(OnStart, usize)>,
+    on_reload: Vec<(OnReload, usize)>,
     tasks: Vec<(&'static str, Task, usize)>,
     components: HashMap<String, ComponentRoute>,
     services: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
@@ -173,6 +174,18 @@ pub struct Registry {
 
 /// Work a module does once the server runs, before clients are accepted.
 pub type OnStart = Arc<dyn Fn(Context) -> crate::BoxFuture<'static, Result<(), ModuleError>> + Send + Sync>;
+
+/// A module's settings from its `[modules.<name>]` table (defaults when absent), as a
+/// reload handler reads them.
+pub fn parse_settings<T: serde::de::DeserializeOwned + Default>(settings: Option<&toml::Value>) -> Result<T, String> {
+    match settings {
+        None => Ok(T::default()),
+        Some(value) => value.clone().try_into().map_err(|e: toml::de::Error| e.message().to_owned()),
+    }
+}
+
+/// See [`Registrar::on_reload`].
+pub type OnReload = Arc<dyn Fn(&Context, Option<&toml::Value>) -> Result<(), String> + Send + Sync>;
 
 /// A background task of a module: runs from start-up until the token is cancelled at
 /// shutdown (the core waits for it to return).
@@ -323,6 +336,11 @@ impl Registry {
     /// Start-up work, with the owning module.
     pub fn on_start(&self) -> impl Iterator<Item = (&OnStart, &'static ModuleSpec)> + '_ {
         self.on_start.iter().map(|(f, m)| (f, self.modules[*m]))
+    }
+
+    /// The reload handler of the module called `name`, if it has one.
+    pub fn on_reload(&self, name: &str) -> Option<&OnReload> {
+        self.on_reload.iter().find(|(_, m)| self.modules[*m].name == name).map(|(f, _)| f)
     }
 
     /// HTTP route builders (see [`crate::http`]), with the owning module.
@@ -575,6 +593,17 @@ impl Registrar<'_> {
         Fut: Future<Output = Result<(), ModuleError>> + Send + 'static,
     {
         self.registry.on_start.push((Arc::new(move |ctx| Box::pin(task(ctx))), self.module));
+    }
+
+    /// Takes new `[modules.<name>]` settings while running (a reload: SIGHUP,
+    /// `starling reload`). `Ok` when they apply from now on; `Err` with what needs a
+    /// restart (the old settings then stay). Modules without one need a restart for
+    /// any change of their settings.
+    pub fn on_reload(
+        &mut self,
+        handler: impl Fn(&Context, Option<&toml::Value>) -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.registry.on_reload.push((Arc::new(handler), self.module));
     }
 
     /// Serves HTTP routes on the server's HTTP listener (see [`crate::http`]): `routes`

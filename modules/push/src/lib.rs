@@ -118,7 +118,8 @@ impl Registration {
 
 /// What the hooks and handlers share.
 struct Push {
-    config: PushConfig,
+    /// Replaced by a reload.
+    config: RwLock<PushConfig>,
     registrations: RwLock<HashMap<BareJid, Vec<Registration>>>,
     spawner: OrderedSpawner,
     /// The nickname each session uses in each room it joined.
@@ -126,6 +127,10 @@ struct Push {
 }
 
 impl Push {
+    fn config(&self) -> PushConfig {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn of(&self, account: &BareJid) -> Vec<Registration> {
         self.registrations.read().ok().and_then(|all| all.get(account).cloned()).unwrap_or_default()
     }
@@ -145,7 +150,7 @@ impl Push {
 fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
     let config: PushConfig = reg.config()?;
     let push = Arc::new(Push {
-        config,
+        config: RwLock::new(config),
         registrations: RwLock::new(HashMap::new()),
         spawner: OrderedSpawner::default(),
         nicks: RwLock::default(),
@@ -153,6 +158,11 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
     reg.disco_feature(Scope::OwnAccount, NS_PUSH);
     let p = push.clone();
     reg.on_start(move |ctx| load(ctx, p.clone()));
+    let p = push.clone();
+    reg.on_reload(move |_, settings| {
+        *p.config.write().unwrap_or_else(|e| e.into_inner()) = starling_api::module::parse_settings(settings)?;
+        Ok(())
+    });
     let p = push.clone();
     reg.iq_set::<Enable, _, _>(Scope::OwnAccount, move |ctx, req| enable(ctx, req, p.clone()));
     let p = push.clone();
@@ -243,7 +253,7 @@ async fn enable(ctx: Context, req: IqRequest<Enable>, push: Arc<Push>) -> IqResu
     let Enable { service, node, publish_options } = req.payload;
     let existing = push.of(&account);
     let replaces = existing.iter().any(|r| r.same_target(&service, &node));
-    if !replaces && existing.len() >= push.config.max_per_account {
+    if !replaces && existing.len() >= push.config().max_per_account {
         return Err(stanza_error(ErrorType::Wait, DefinedCondition::ResourceConstraint));
     }
     let registration = Registration {
@@ -435,10 +445,11 @@ fn on_message(ctx: &Context, push: &Arc<Push>, account: &BareJid, delivered_to: 
         return;
     }
     let mut last = LastMessage::default();
-    if push.config.include_sender {
+    let config = push.config();
+    if config.include_sender {
         last.sender = message.from().map(str::to_owned);
     }
-    if push.config.include_body {
+    if config.include_body {
         last.body = message.to_element().ok().and_then(|e| e.get_child("body", NS_CLIENT).map(Element::text));
     }
     for target in &targets {
@@ -480,7 +491,7 @@ async fn stored_registrations(
 
 /// Publishes to each registration in turn; drops those the app server refuses.
 async fn notify_all(ctx: Context, push: Arc<Push>, account: BareJid, targets: Vec<Registration>, last: LastMessage) {
-    let timeout = Duration::from_secs(push.config.timeout_seconds);
+    let timeout = Duration::from_secs(push.config().timeout_seconds);
     // Deleting an account removes its rows in the deletion's transaction (`forget_user`,
     // which has no way to reach this memory). A registration without its row belongs to
     // a deleted account — perhaps one re-created since under the same name — and must

@@ -149,7 +149,7 @@ pub(crate) async fn create(
     valid_hours: Option<u32>,
 ) -> Result<(String, Invite), starling_api::StorageError> {
     let now = now_ms();
-    let hours = i64::from(valid_hours.unwrap_or(state.config.invite_ttl_hours));
+    let hours = i64::from(valid_hours.unwrap_or(state.config().invite_ttl_hours));
     let expires = now.saturating_add(hours.saturating_mul(3_600_000));
     let kind = if creator.is_some() { Kind::Roster } else { Kind::Register };
     let (host, creator) = (host.to_owned(), creator.map(|c| c.to_string()));

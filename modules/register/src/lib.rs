@@ -125,7 +125,9 @@ struct HostConfig {
 
 /// The module's state: its settings and the recent registrations per IP address.
 struct Registration {
-    config: RegisterConfig,
+    /// Replaced by a reload (except `users_may_invite`, which decides who sees the
+    /// invite command at start).
+    config: std::sync::RwLock<RegisterConfig>,
     recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
     /// Invite tokens presented with XEP-0445 `<preauth/>`, per connection.
     preauth: invite::Pending,
@@ -136,13 +138,33 @@ struct Registration {
 const WINDOW: Duration = Duration::from_secs(3600);
 
 impl Registration {
+    fn config(&self) -> std::sync::RwLockReadGuard<'_, RegisterConfig> {
+        self.config.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn mode(&self, host: &str) -> Mode {
-        self.config.hosts.get(host).and_then(|h| h.mode).unwrap_or(self.config.mode)
+        let config = self.config();
+        config.hosts.get(host).and_then(|h| h.mode).unwrap_or(config.mode)
     }
 
     fn contacts_only_hours(&self, host: &str) -> u32 {
-        let global = self.config.new_accounts_contacts_only_hours;
-        self.config.hosts.get(host).and_then(|h| h.new_accounts_contacts_only_hours).unwrap_or(global)
+        let config = self.config();
+        let global = config.new_accounts_contacts_only_hours;
+        config.hosts.get(host).and_then(|h| h.new_accounts_contacts_only_hours).unwrap_or(global)
+    }
+
+    /// New settings from a reload; `users_may_invite` only at start.
+    fn reload(&self, hosts: &[String], settings: Option<&starling_api::toml::Value>) -> Result<(), String> {
+        let fresh: RegisterConfig = starling_api::module::parse_settings(settings)?;
+        if let Some(host) = fresh.hosts.keys().find(|h| !hosts.contains(h)) {
+            return Err(format!("hosts.{host:?}: not a host of this server"));
+        }
+        let mut config = self.config.write().unwrap_or_else(|e| e.into_inner());
+        if fresh.users_may_invite != config.users_may_invite {
+            return Err("users_may_invite needs a restart".into());
+        }
+        *config = fresh;
+        Ok(())
     }
 
     /// Whether `ip` may register once more now (registrations of the past hour).
@@ -152,7 +174,7 @@ impl Registration {
         while times.front().is_some_and(|t| t.elapsed() >= WINDOW) {
             times.pop_front();
         }
-        let allowed = times.len() < self.config.registrations_per_ip_per_hour as usize;
+        let allowed = times.len() < self.config().registrations_per_ip_per_hour as usize;
         if times.is_empty() {
             recent.remove(&ip);
         }
@@ -180,11 +202,13 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         }
     }
     let state = Arc::new(Registration {
-        config,
+        config: std::sync::RwLock::new(config),
         recent: Mutex::new(HashMap::new()),
         preauth: invite::Pending::default(),
         fresh: fresh::FreshAccounts::default(),
     });
+    let (s, hosts) = (state.clone(), reg.hosts().to_vec());
+    reg.on_reload(move |_, settings| s.reload(&hosts, settings));
     let s = state.clone();
     reg.on_start(move |ctx| {
         let s = s.clone();
@@ -226,7 +250,7 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         reg.iq_set::<invite::Preauth, _, _>(scope, invite::preauth_logged_in);
     }
     // Users who may not invite do not even see the command.
-    let access = if state.config.users_may_invite { Access::LocalUser } else { Access::Admin };
+    let access = if state.config().users_may_invite { Access::LocalUser } else { Access::Admin };
     let s = state.clone();
     reg.adhoc_command(invite::NODE_INVITE, "Invite", access, move |ctx, req| {
         invite::invite_command(ctx, s.clone(), req)
@@ -296,11 +320,9 @@ fn account(username: &str, host: &str) -> Result<BareJid, StanzaError> {
 }
 
 fn check_password(state: &Registration, password: &str) -> Result<(), StanzaError> {
-    if password.chars().count() < state.config.min_password_length {
-        return Err(not_acceptable(&format!(
-            "the password needs at least {} characters",
-            state.config.min_password_length
-        )));
+    let min = state.config().min_password_length;
+    if password.chars().count() < min {
+        return Err(not_acceptable(&format!("the password needs at least {} characters", min)));
     }
     Ok(())
 }
@@ -426,7 +448,7 @@ mod tests {
     fn state(limit: u32) -> Registration {
         let config = RegisterConfig { registrations_per_ip_per_hour: limit, ..RegisterConfig::default() };
         Registration {
-            config,
+            config: std::sync::RwLock::new(config),
             recent: Mutex::new(HashMap::new()),
             preauth: invite::Pending::default(),
             fresh: Default::default(),
@@ -469,7 +491,7 @@ mod tests {
         let config: RegisterConfig =
             toml::from_str("mode = \"open\"\n[hosts.\"b.example\"]\nmode = \"invite-token\"\n").expect("config");
         let state = Registration {
-            config,
+            config: std::sync::RwLock::new(config),
             recent: Mutex::new(HashMap::new()),
             preauth: invite::Pending::default(),
             fresh: Default::default(),
@@ -478,7 +500,7 @@ mod tests {
         assert_eq!(state.mode("b.example"), Mode::InviteToken);
         assert_eq!(
             Registration {
-                config: RegisterConfig::default(),
+                config: std::sync::RwLock::new(RegisterConfig::default()),
                 recent: Mutex::default(),
                 preauth: Default::default(),
                 fresh: Default::default(),
