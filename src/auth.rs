@@ -360,7 +360,11 @@ impl AuthThrottle {
     fn blocked(&self, key: &str) -> bool {
         let table = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let (max, window) = (self.max_failures.load(Ordering::Relaxed), self.window());
-        table.get(key).is_some_and(|(count, since)| *count >= max && since.elapsed() < window)
+        let blocked = table.get(key).is_some_and(|(count, since)| *count >= max && since.elapsed() < window);
+        if blocked {
+            crate::metrics::auth_throttled();
+        }
+        blocked
     }
 
     /// Whether logins from `ip` are refused for now.

@@ -72,6 +72,11 @@ pub fn connection_refused_per_ip(kind: &'static str) {
     metrics::counter!("starling_connections_refused_per_ip_total", "kind" => kind).increment(1);
 }
 
+/// A login was refused because its address or account failed too often recently.
+pub fn auth_throttled() {
+    metrics::counter!("starling_auth_throttled_total").increment(1);
+}
+
 /// A SASL authentication ended.
 pub fn authentication(success: bool) {
     let result = if success { "success" } else { "failure" };

@@ -120,6 +120,15 @@ async fn plain_works_over_tls_and_usernames_are_normalised() {
 
 #[tokio::test]
 async fn repeated_failures_are_throttled() {
+    let throttled = || {
+        let text = starling::metrics::handle().render();
+        text.lines()
+            .find(|l| l.starts_with("starling_auth_throttled_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = throttled();
     let server = TestServer::start_with(|c| c.limits.auth_failures = 3).await;
     server.add_user("alice", "pw").await;
     let mut conn = tls_conn(&server).await;
@@ -127,6 +136,7 @@ async fn repeated_failures_are_throttled() {
         assert_eq!(conn.auth("alice", "wrong").await, Err("not-authorized".to_owned()));
     }
     assert_eq!(conn.auth("alice", "pw").await, Err("temporary-auth-failure".to_owned()));
+    assert!(throttled() > before, "counted in starling_auth_throttled_total");
 }
 
 #[tokio::test]

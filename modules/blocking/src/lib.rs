@@ -308,6 +308,7 @@ async fn store_reports(ctx: &Context, reporter: &Jid, reports: Vec<report::Repor
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
     for report in &reports {
+        metrics::counter!("starling_spam_reports_total", "reason" => report.reason.clone()).increment(1);
         tracing::warn!(
             target: "starling::spam_report",
             reporter = %owner,

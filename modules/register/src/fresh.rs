@@ -139,7 +139,7 @@ impl FreshAccounts {
             return Flow::Continue;
         }
         drop(accounts);
-        tracing_refusal(&sender, &recipient);
+        count_refusal(&sender, &recipient);
         let mut error = stanza_error(ErrorType::Cancel, DefinedCondition::PolicyViolation);
         error.texts.insert(
             "en".into(),
@@ -152,7 +152,8 @@ impl FreshAccounts {
     }
 }
 
-fn tracing_refusal(sender: &BareJid, recipient: &BareJid) {
+fn count_refusal(sender: &BareJid, recipient: &BareJid) {
+    metrics::counter!("starling_new_account_messages_refused_total").increment(1);
     starling_api::tracing::info!(%sender, %recipient, "message from a new account to a non-contact refused");
 }
 

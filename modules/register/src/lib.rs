@@ -175,6 +175,9 @@ impl Registration {
             times.pop_front();
         }
         let allowed = times.len() < self.config().registrations_per_ip_per_hour as usize;
+        if !allowed {
+            metrics::counter!("starling_registrations_refused_total", "reason" => "rate").increment(1);
+        }
         if times.is_empty() {
             recent.remove(&ip);
         }
