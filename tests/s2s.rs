@@ -159,3 +159,31 @@ async fn a_second_local_domain_joins_the_stream_by_dialback() {
     bob.send("<message to='carol@a2.test/r' type='chat' id='3'><body>hi carol</body></message>").await;
     assert_eq!(body(&carol.recv_message().await).as_deref(), Some("hi carol"));
 }
+
+/// `[s2s] blocked_domains`: a.test federates with c.test but not with b.test, in
+/// either direction — its users' messages to b.test bounce, and b.test cannot deliver
+/// to a.test (its stream is refused, so its user gets the bounce).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_domain_is_refused_both_ways_and_others_still_federate() {
+    common::init_logging();
+    let dns = TestDns::start().await;
+    let a = instance("a.test", &dns, None, Publish::StartTls, |c| c.s2s.blocked_domains = vec!["b.test".into()]).await;
+    let b = instance("b.test", &dns, None, Publish::StartTls, |_| {}).await;
+    let c = instance("c.test", &dns, None, Publish::StartTls, |_| {}).await;
+    let mut alice = login(&a, "alice", "a.test").await;
+    let mut bob = login(&b, "bob", "b.test").await;
+    let mut carol = login(&c, "carol", "c.test").await;
+
+    alice.send("<message to='bob@b.test' type='chat' id='out'><body>hello b</body></message>").await;
+    let bounce = alice.recv_message().await;
+    assert_eq!((bounce.attr("id"), bounce.attr("type")), (Some("out"), Some("error")));
+    assert_eq!(error_condition(&bounce).as_deref(), Some("remote-server-not-found"));
+
+    bob.send("<message to='alice@a.test' type='chat' id='in'><body>hello a</body></message>").await;
+    let bounce = bob.recv_message().await;
+    assert_eq!((bounce.attr("id"), bounce.attr("type")), (Some("in"), Some("error")), "{bounce:?}");
+
+    carol.send("<message to='alice@a.test' type='chat' id='ok'><body>hello from c</body></message>").await;
+    let message = alice.recv_message().await;
+    assert_eq!(body(&message).as_deref(), Some("hello from c"), "only c.test's message reaches alice");
+}
