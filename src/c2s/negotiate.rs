@@ -392,15 +392,18 @@ impl Negotiation<'_> {
                 }
                 (NS_SASL2, "authenticate") => {
                     let token_mechanism = element.attr("mechanism").and_then(HtMechanism::from_name);
+                    let requests = sasl2::Requests::of(&element);
                     let (success, token_used) = match token_mechanism {
-                        Some(mechanism) => match self.authenticate_token(&mut stream, &element, mechanism).await? {
-                            Some((success, used)) => (Some(success), Some(used)),
-                            None => (None, None),
-                        },
+                        Some(mechanism) => {
+                            match self.authenticate_token(&mut stream, &element, &requests, mechanism).await? {
+                                Some((success, used)) => (Some(success), Some(used)),
+                                None => (None, None),
+                            }
+                        }
                         None => (self.authenticate(&mut stream, &element, mechanisms, Profile::Sasl2).await?, None),
                     };
                     if let Some(mut success) = success
-                        && self.finish_sasl2(&mut stream, &element, &mut success, token_used).await?
+                        && self.finish_sasl2(&mut stream, &requests, &mut success, token_used).await?
                     {
                         return Ok(Authenticated::Sasl2 { stream, success, inline: Box::new(Inline::of(&element)) });
                     }

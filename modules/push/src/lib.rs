@@ -436,11 +436,12 @@ fn on_message(ctx: &Context, push: &Arc<Push>, account: &BareJid, delivered_to: 
     if registrations.is_empty() || !(groupchat || wakes_the_device(message)) {
         return;
     }
+    // After `needs_waking`: reading the body is only worth it for a device that sleeps.
     let mentioned = |r: &Registration| {
         !groupchat || account.with_resource_str(&r.resource).is_ok_and(|device| mentions(push, &device, message))
     };
     let targets: Vec<Registration> =
-        registrations.into_iter().filter(|r| mentioned(r) && needs_waking(ctx, account, r, delivered_to)).collect();
+        registrations.into_iter().filter(|r| needs_waking(ctx, account, r, delivered_to) && mentioned(r)).collect();
     if targets.is_empty() {
         return;
     }

@@ -110,12 +110,21 @@ impl FreshAccounts {
 
     /// The routing filter (see the module docs).
     pub fn filter(&self, ctx: &Context, event: &Routing, now_ms: i64) -> Flow {
-        if self.accounts.read().unwrap_or_else(|e| e.into_inner()).is_empty() {
-            return Flow::Continue;
-        }
         let Some(from) = &event.from else { return Flow::Continue };
+        let (sender, recipient) = {
+            // The filter runs for every stanza: the shared lock answers "not involved",
+            // the exclusive one is taken only for stanzas of restricted accounts.
+            let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
+            if accounts.is_empty() {
+                return Flow::Continue;
+            }
+            let (sender, recipient) = (from.to_bare(), event.to.to_bare());
+            if !accounts.contains_key(&sender) && !accounts.contains_key(&recipient) {
+                return Flow::Continue;
+            }
+            (sender, recipient)
+        };
         let (kind, type_) = (event.stanza.name(), event.stanza.type_());
-        let (sender, recipient) = (from.to_bare(), event.to.to_bare());
         let mut accounts = self.accounts.write().unwrap_or_else(|e| e.into_inner());
         // Someone writing to or approving a restricted account becomes its contact.
         if let Some(fresh) = accounts.get_mut(&recipient)

@@ -62,8 +62,8 @@ pub(super) struct TokenUsed {
     due_for_rotation: bool,
 }
 
-/// The FAST and upgrade requests of one `<authenticate/>`.
-struct Requests {
+/// The FAST and upgrade requests of one `<authenticate/>`, read once per attempt.
+pub(super) struct Requests {
     user_agent_id: Option<String>,
     /// `<request-token mechanism=…/>`.
     request_token: Option<String>,
@@ -76,7 +76,7 @@ struct Requests {
 }
 
 impl Requests {
-    fn of(authenticate: &Stanza) -> Requests {
+    pub(super) fn of(authenticate: &Stanza) -> Requests {
         let element = authenticate.to_element().unwrap_or_else(|_| Element::bare("authenticate", NS_SASL2));
         let fast = element.get_child("fast", NS_FAST);
         let count = match fast.and_then(|f| f.attr("count")) {
@@ -111,11 +111,11 @@ impl Negotiation<'_> {
         &mut self,
         stream: &mut XmppStream,
         auth: &Stanza,
+        requests: &Requests,
         mechanism: HtMechanism,
     ) -> Result<Option<(SaslSuccess, TokenUsed)>, Abort> {
         let ip = stream.peer.ip();
         let host = self.host.clone().unwrap_or_default();
-        let requests = Requests::of(auth);
         let fail = |failure| sasl_failure(Profile::Sasl2, failure);
         let cb_data =
             HtMechanism::offered(&self.cb).contains(&mechanism).then(|| mechanism.cb_data(&self.cb)).flatten();
@@ -201,14 +201,13 @@ impl Negotiation<'_> {
     pub(super) async fn finish_sasl2(
         &mut self,
         stream: &mut XmppStream,
-        auth: &Stanza,
+        requests: &Requests,
         success: &mut SaslSuccess,
         token_used: Option<TokenUsed>,
     ) -> Result<bool, Abort> {
         let Some(user) = self.user.clone() else { return Ok(false) };
         let host = user.domain().to_string();
         let username = user.node().map(|n| n.to_string()).unwrap_or_default();
-        let requests = Requests::of(auth);
         if !self.upgrade_tasks(stream, &host, &username, &requests.upgrades, success).await? {
             self.user = None;
             return Ok(false);
