@@ -396,3 +396,61 @@ async fn a_writer_far_behind_the_senders_loses_nothing() {
         assert_eq!(page.bodies, expected[50..], "in the order they were sent");
     }
 }
+
+/// An archive stored before row ids became stanza ids (migration
+/// 20261210120001_mam_lean_writes): its ids still answer `after-id` and `ids`, its
+/// words are still found, and new messages follow it in order.
+#[tokio::test]
+async fn an_archive_from_before_server_set_row_ids_survives_the_upgrade() {
+    use diesel::connection::SimpleConnection;
+    use starling_api::DbConn;
+
+    let mut server = TestServer::start().await;
+    users(&server, &["alice", "bob"]).await;
+    let mut alice = server.login("alice", "a").await;
+    for i in 1..=3 {
+        chat(&mut alice, "bob", &format!("teapot {i}")).await;
+    }
+    assert_eq!(mam(&mut alice, "", "", "", "").await.expect("archived").bodies.len(), 3);
+    drop(alice);
+    server.stop().await;
+
+    // Back to the earlier schema, with ids and index text of the form it had then.
+    let db = starling_api::Db::open(&server.config.storage.url, 1).expect("database");
+    db.run_blocking(|conn| {
+        let down = match conn {
+            DbConn::Sqlite(_) => {
+                include_str!("../modules/mam/migrations/sqlite/20261210120001_mam_lean_writes/down.sql")
+            }
+            DbConn::Postgresql(_) => {
+                include_str!("../modules/mam/migrations/postgres/20261210120001_mam_lean_writes/down.sql")
+            }
+        };
+        conn.batch_execute(down)?;
+        conn.batch_execute(
+            "DELETE FROM __diesel_schema_migrations WHERE version = '20261210120001';
+             UPDATE mam_messages SET stanza_id = 'legacy-' || id, search_text = 'teapot';",
+        )
+    })
+    .expect("downgraded");
+    drop(db);
+
+    server.restart().await;
+    let mut alice = server.login("alice", "a").await;
+    let all = mam(&mut alice, "", "", "", "").await.expect("all");
+    assert_eq!(all.bodies, ["teapot 1", "teapot 2", "teapot 3"]);
+    assert!(all.ids.iter().all(|id| id.starts_with("legacy-")), "the ids clients hold: {:?}", all.ids);
+    let after = mam(&mut alice, "", &field("after-id", &all.ids[0]), "", "").await.expect("after-id");
+    assert_eq!(after.bodies, ["teapot 2", "teapot 3"]);
+    let ids = format!("<field var='ids'><value>{}</value></field>", all.ids[1]);
+    assert_eq!(mam(&mut alice, "", &ids, "", "").await.expect("ids").bodies, ["teapot 2"]);
+    let found = mam(&mut alice, "", &field("{urn:xmpp:fulltext:0}fulltext", "teapot"), "", "").await.expect("search");
+    assert_eq!(found.bodies.len(), 3);
+
+    chat(&mut alice, "bob", "kettle").await;
+    let newer = mam(&mut alice, "", &field("after-id", &all.ids[2]), "", "").await.expect("after the last old one");
+    assert_eq!(newer.bodies, ["kettle"]);
+    assert!(!newer.ids[0].starts_with("legacy-"));
+    let both = mam(&mut alice, "", &field("{urn:xmpp:fulltext:0}fulltext", "kettle"), "", "").await.expect("search");
+    assert_eq!(both.bodies, ["kettle"]);
+}

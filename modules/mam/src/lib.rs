@@ -180,7 +180,8 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
         let a = a.clone();
         async move { set_prefs(ctx, req, a).await }
     });
-    reg.iq_get::<MetadataPayload, _, _>(Scope::OwnAccount, metadata);
+    let a = archive.clone();
+    reg.iq_get::<MetadataPayload, _, _>(Scope::OwnAccount, move |ctx, req| metadata(ctx, req, a.clone()));
 
     reg.provide::<dyn ArchiveService>(Arc::new(Service(archive.clone())));
     let a = archive;
@@ -223,6 +224,9 @@ async fn load(ctx: Context, archive: Arc<Archive>) -> Result<(), ModuleError> {
     let key = stanza_id::IdKey::from_stored(&secret)
         .ok_or_else(|| ModuleError::Start { module: "mam", message: "the stored id key is unreadable".into() })?;
     let _ = archive.key.set(key);
+    if let Some(last) = ctx.db().run(store::last_row).await.map_err(fail)? {
+        archive.continue_after(last);
+    }
     for row in ctx.db().run(store::all_prefs).await.map_err(fail)? {
         archive.prefs.set(row.0.clone(), Prefs::from_row(&row, archive.config.default_mode));
     }
@@ -248,14 +252,18 @@ async fn set_prefs(ctx: Context, req: IqRequest<PrefsPayload>, archive: Arc<Arch
     Ok(Some(answer))
 }
 
-async fn metadata(ctx: Context, req: IqRequest<MetadataPayload>) -> IqResult {
+async fn metadata(ctx: Context, req: IqRequest<MetadataPayload>, archive: Arc<Archive>) -> IqResult {
     let owner = req.to.to_bare().to_string();
-    let (first, last) = ctx.db().run(move |c| store::bounds(c, &owner)).await?;
+    let queried = owner.clone();
+    let (first, last) = ctx.db().run(move |c| store::bounds(c, &queried)).await?;
     let bound = |name: &str, row: Option<store::Archived>| {
         row.map(|row| {
             Element::builder(name, NS_MAM)
-                .attr(starling_api::minidom::rxml::xml_ncname!("id").into(), row.stanza_id)
-                .attr(starling_api::minidom::rxml::xml_ncname!("timestamp").into(), query::format_time(row.created_us))
+                .attr(starling_api::minidom::rxml::xml_ncname!("id").into(), archive.stanza_id_of(&owner, &row))
+                .attr(
+                    starling_api::minidom::rxml::xml_ncname!("timestamp").into(),
+                    query::format_time(store::time_of(row.id)),
+                )
                 .build()
         })
     };

@@ -67,6 +67,10 @@ impl JobQueue {
                 Ok(()) => {
                     if self.sender.capacity() < self.spill.capacity / 4 {
                         self.spill.pressure.raise();
+                        // The writer may have drained the channel and looked at the
+                        // pressure before it was raised: wake it to look again, or
+                        // the streams would stay paused with nothing left to write.
+                        self.spill.ready.notify_one();
                     }
                     return true;
                 }
@@ -102,6 +106,8 @@ impl JobIntake {
             if let Some(job) = self.try_recv() {
                 return Some(job);
             }
+            // Nothing is waiting: whatever raised the pressure has been written.
+            self.relieve();
             tokio::select! {
                 job = self.receiver.recv() => match job {
                     Some(job) => return Some(job),
@@ -148,7 +154,7 @@ mod tests {
 
     fn flush_job() -> (Job, oneshot::Receiver<()>) {
         let (done, stored) = oneshot::channel();
-        (Job::Flush(done), stored)
+        (Job::Flush { done, indexed: false }, stored)
     }
 
     #[tokio::test]
@@ -164,7 +170,7 @@ mod tests {
         assert!(ingress.is_pressed(), "pressure is on while the writer is behind");
         let mut received = 0;
         while let Some(job) = intake.try_recv() {
-            let Job::Flush(done) = job else { panic!("only flushes were queued") };
+            let Job::Flush { done, .. } = job else { panic!("only flushes were queued") };
             done.send(()).expect("waiting");
             received += 1;
             // Answered in the order they were queued: the channel's first, then the spill.
@@ -173,6 +179,26 @@ mod tests {
         assert_eq!(received, 20, "nothing is dropped");
         intake.relieve();
         assert!(!ingress.is_pressed(), "pressure is off once the backlog is gone");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_never_leaves_the_streams_paused() {
+        let ingress = Ingress::default();
+        let (queue, mut intake) = job_queue(8, ingress.source());
+        let mut answers = Vec::new();
+        for _ in 0..7 {
+            let (job, stored) = flush_job();
+            assert!(queue.push(job));
+            answers.push(stored);
+        }
+        while intake.try_recv().is_some() {}
+        assert!(ingress.is_pressed(), "raised while the channel was nearly full");
+        let writer = tokio::spawn(async move { intake.recv().await.is_none() });
+        tokio::time::timeout(std::time::Duration::from_secs(10), ingress.until_clear())
+            .await
+            .expect("the writer, finding nothing to do, releases the pressure");
+        drop(queue);
+        assert!(writer.await.expect("writer task"), "the intake ends with its producers");
     }
 
     #[tokio::test]

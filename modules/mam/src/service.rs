@@ -28,8 +28,8 @@ use crate::archivable::archivable;
 use crate::prefs::{Decision, PrefsTable};
 use crate::query;
 use crate::queue::JobQueue;
-use crate::stanza_id::IdKey;
-use crate::store::{self, Filter, NewMessage};
+use crate::stanza_id::{IdKey, IdRef};
+use crate::store::{self, Filter, IdSet, NewMessage};
 use crate::tokens;
 use crate::writer::{Job, Pending};
 
@@ -68,19 +68,41 @@ impl Archive {
         }
     }
 
+    /// Makes ids continue after `last_row`, the newest stored, even if the clock is
+    /// now behind it (called before anything is archived).
+    pub(crate) fn continue_after(&self, last_row: i64) {
+        self.last_us.fetch_max(store::time_of(last_row), Ordering::Relaxed);
+    }
+
+    /// The XEP-0359 id of a stored row of `owner`'s archive.
+    pub(crate) fn stanza_id_of(&self, owner: &str, row: &store::Archived) -> String {
+        match (&row.legacy_id, self.key.get()) {
+            (Some(id), _) => id.clone(),
+            (None, Some(key)) => key.id_for(owner, row.id),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Where a client's stanza id points in `owner`'s archive.
+    fn resolve(&self, owner: &str, id: &str) -> IdRef {
+        match self.key.get() {
+            Some(key) => key.resolve(owner, id),
+            None => IdRef::Legacy(id.to_string()),
+        }
+    }
+
     /// Queues a message; returns its stanza id, or `None` when the archive is not
     /// running (the message then goes unarchived, not undelivered).
     fn queue(&self, owner: &BareJid, with: &Jid, stanza: &Stanza, if_in_roster: bool) -> Option<String> {
         let (key, jobs) = (self.key.get()?, self.jobs.get()?);
         let owner = owner.to_string();
-        let stanza_id = key.new_id(&owner);
+        let id = store::row_at(self.now_us());
+        let stanza_id = key.id_for(&owner, id);
         let row = NewMessage {
+            id,
             owner,
-            stanza_id: stanza_id.clone(),
-            created_us: self.now_us(),
             with_bare: with.to_bare().to_string(),
             with_resource: with.resource().map(|r| r.to_string()).unwrap_or_default(),
-            search_text: String::new(),
             stanza: String::from_utf8_lossy(&stanza.to_bytes()).into_owned(),
         };
         if jobs.push(Job::Store(Box::new(Pending { row, if_in_roster }))) {
@@ -91,11 +113,12 @@ impl Archive {
         }
     }
 
-    /// Waits until everything queued so far is stored.
-    async fn flush(&self) {
+    /// Waits until everything queued so far is stored (and in the search index when
+    /// `indexed`).
+    async fn flush(&self, indexed: bool) {
         let Some(jobs) = self.jobs.get() else { return };
         let (done, stored) = oneshot::channel();
-        if jobs.push(Job::Flush(done)) {
+        if jobs.push(Job::Flush { done, indexed }) {
             let _ = stored.await;
         }
     }
@@ -150,7 +173,7 @@ impl Archive {
         requester: Jid,
         query: ArchiveQuery,
     ) -> Result<Element, StanzaError> {
-        self.flush().await;
+        self.flush(query.fulltext.is_some()).await;
         let owner_text = owner.to_string();
         let limit = query.max.unwrap_or(self.config.default_page_size).min(self.config.max_page_size) as i64;
         let mut filter = Filter {
@@ -159,17 +182,27 @@ impl Archive {
             with_resource: query.with.as_ref().and_then(|w| w.resource().map(|r| r.to_string())),
             start_us: query.start_us,
             end_us: query.end_us,
-            ids: query.ids.clone(),
+            ids: (!query.ids.is_empty()).then(|| {
+                let mut set = IdSet::default();
+                for id in &query.ids {
+                    match self.resolve(&owner_text, id) {
+                        IdRef::Row(row) => set.rows.push(row),
+                        IdRef::Legacy(id) => set.legacy.push(id),
+                    }
+                }
+                set
+            }),
             fulltext: query.fulltext.as_deref().map(tokens::query_terms),
             limit,
             from_end: query.from_end,
             ..Filter::default()
         };
-        let (after, before) = (query.after_id.clone(), query.before_id.clone());
+        let after = query.after_id.as_deref().map(|id| self.resolve(&owner_text, id));
+        let before = query.before_id.as_deref().map(|id| self.resolve(&owner_text, id));
         let page = ctx
             .db()
             .run(move |c| {
-                let mut resolve = |id: Option<String>| -> Result<Option<Option<i64>>, diesel::result::Error> {
+                let mut resolve = |id: Option<IdRef>| -> Result<Option<Option<i64>>, diesel::result::Error> {
                     match id {
                         None => Ok(Some(None)),
                         Some(id) => Ok(store::row_of(c, &filter.owner, &id)?.map(Some)),
@@ -189,13 +222,14 @@ impl Archive {
             let mut message = Stanza::new("message", "jabber:client");
             message.set_attr("from", Some(&owner_text));
             message.set_attr("to", Some(&requester_text));
+            let stanza_id = self.stanza_id_of(&owner_text, row);
             let children =
-                query::result_children(query.query_id.as_deref(), &row.stanza_id, row.created_us, &row.stanza);
+                query::result_children(query.query_id.as_deref(), &stanza_id, store::time_of(row.id), &row.stanza);
             ctx.send(message.with_children_xml(children.into()));
         }
-        let first = page.rows.first().map(|r| r.stanza_id.as_str());
-        let last = page.rows.last().map(|r| r.stanza_id.as_str());
-        Ok(query::fin(first, last, Some(page.count), page.complete))
+        let first = page.rows.first().map(|r| self.stanza_id_of(&owner_text, r));
+        let last = page.rows.last().map(|r| self.stanza_id_of(&owner_text, r));
+        Ok(query::fin(first.as_deref(), last.as_deref(), Some(page.count), page.complete))
     }
 }
 
@@ -252,7 +286,12 @@ impl ArchiveService for Service {
         // just not found later (logged by `queue`).
         match self.0.queue(owner, with, message, false) {
             Some(id) => id,
-            None => self.0.key.get().map(|k| k.new_id(&owner.to_string())).unwrap_or_default(),
+            None => self
+                .0
+                .key
+                .get()
+                .map(|k| k.id_for(&owner.to_string(), store::row_at(self.0.now_us())))
+                .unwrap_or_default(),
         }
     }
 
@@ -277,9 +316,20 @@ impl ArchiveService for Service {
         let archive = self.0.clone();
         let ctx = ctx.clone();
         Box::pin(async move {
-            archive.flush().await;
+            archive.flush(false).await;
             let owner = owner.to_string();
-            let stored = ctx.db().run(move |c| store::fetch(c, &owner, &stanza_id)).await?;
+            let IdRef::Row(row) = archive.resolve(&owner, &stanza_id) else {
+                let id = IdRef::Legacy(stanza_id);
+                let stored = ctx
+                    .db()
+                    .run(move |c| match store::row_of(c, &owner, &id)? {
+                        Some(row) => store::fetch(c, &owner, row),
+                        None => Ok(None),
+                    })
+                    .await?;
+                return Ok(stored.and_then(|xml| xml.parse::<Element>().ok()));
+            };
+            let stored = ctx.db().run(move |c| store::fetch(c, &owner, row)).await?;
             // A row that does not parse is not the caller's to see.
             Ok(stored.and_then(|xml| xml.parse::<Element>().ok()))
         })
@@ -295,11 +345,18 @@ impl ArchiveService for Service {
         let archive = self.0.clone();
         let ctx = ctx.clone();
         Box::pin(async move {
-            archive.flush().await;
+            archive.flush(false).await;
             let owner = owner.to_string();
+            let id = archive.resolve(&owner, &stanza_id);
             let stanza = String::from_utf8_lossy(&replacement.to_bytes()).into_owned();
-            let search_text = crate::writer::body_of(&stanza).map(|b| tokens::index_text(&b)).unwrap_or_default();
-            Ok(ctx.db().run(move |c| store::replace(c, &owner, &stanza_id, &stanza, &search_text)).await?)
+            let search_text = crate::writer::search_text(&stanza);
+            Ok(ctx
+                .db()
+                .run(move |c| match store::row_of(c, &owner, &id)? {
+                    Some(row) => store::replace(c, &owner, row, &stanza, &search_text),
+                    None => Ok(false),
+                })
+                .await?)
         })
     }
 

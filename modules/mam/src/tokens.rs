@@ -131,12 +131,30 @@ pub fn fts5_query(terms: &[Term]) -> String {
     parts.join(" AND ")
 }
 
+/// The archive owner as an index term: the lowercase hex of its bare JID (one ASCII
+/// token, whatever the JID holds).
+pub fn owner_key(owner: &str) -> String {
+    owner.bytes().fold(String::with_capacity(owner.len() * 2), |mut key, b| {
+        let _ = write!(key, "{b:02x}");
+        key
+    })
+}
+
 /// The FTS5 MATCH expression for `terms` in `owner`'s archive only: the owner's key
-/// (lowercase hex of the bare JID, as the index trigger writes it) and the words,
-/// each in its own column.
+/// and the words, each in its own column.
 pub fn fts5_owner_query(owner: &str, terms: &[Term]) -> String {
-    let key: String = owner.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("owner_key : \"{key}\" AND search_text : ({})", fts5_query(terms))
+    format!("owner_key : \"{}\" AND search_text : ({})", owner_key(owner), fts5_query(terms))
+}
+
+/// What PostgreSQL indexes for a message of `owner`'s archive: the owner's term
+/// (`o` + its key, so the parser sees one word) and the body's tokens.
+pub fn tsvector_document(owner: &str, search_text: &str) -> String {
+    format!("o{} {search_text}", owner_key(owner))
+}
+
+/// A `to_tsquery('simple', …)` expression for `terms` in `owner`'s archive only.
+pub fn tsquery_owner(owner: &str, terms: &[Term]) -> String {
+    format!("'o{}' & ({})", owner_key(owner), tsquery(terms))
 }
 
 /// A PostgreSQL `to_tsquery('simple', …)` expression (same quoting argument).

@@ -2,11 +2,15 @@
 //! are stored in batches (one transaction per batch), so archiving costs the router a
 //! channel send and the database a fraction of a commit per message.
 //!
+//! Full-text indexing (XEP-0431) is the costliest part of storing a message, so it is
+//! not done on the way in: the writer indexes stored rows, a step at a time, whenever
+//! no message is waiting, and at least one step a second while messages keep coming.
 //! Queries first send a [`Job::Flush`] and wait for it: everything queued before the
-//! query is then stored, so a client sees the message it has just sent.
+//! query is then stored (and, for a search, indexed), so a client finds the message it
+//! has just sent.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use starling_api::jid::BareJid;
 use starling_api::minidom::Element;
@@ -22,7 +26,7 @@ use crate::tokens;
 /// A message on its way to an archive.
 #[derive(Debug)]
 pub struct Pending {
-    /// The row, without its search tokens (made here, off the routing path).
+    /// The row.
     pub row: NewMessage,
     /// Store it only if the other party is in the owner's roster (prefs `roster`).
     pub if_in_roster: bool,
@@ -33,8 +37,55 @@ pub struct Pending {
 pub enum Job {
     /// Store a message.
     Store(Box<Pending>),
-    /// Answer once everything queued before is stored.
-    Flush(oneshot::Sender<()>),
+    /// Answer once everything queued before is stored, and indexed too when `indexed`.
+    Flush {
+        /// Answered then.
+        done: oneshot::Sender<()>,
+        /// Wait for the search index as well.
+        indexed: bool,
+    },
+}
+
+/// Rows indexed per step: a step holds the database's write lock for a few ms.
+const INDEX_STEP: i64 = 500;
+
+/// While messages keep coming, the index still takes a step this often.
+const INDEX_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+
+/// Search tokens of a stored message.
+pub(crate) fn search_text(stanza: &str) -> String {
+    body_of(stanza).map(|b| tokens::index_text(&b)).unwrap_or_default()
+}
+
+/// One indexing step: whether rows remain unindexed, or an error (logged; the caller
+/// retries later).
+async fn index_step(ctx: &Context) -> Result<bool, ()> {
+    match ctx.db().run(|c| store::index_next(c, INDEX_STEP, search_text)).await {
+        Ok(done) => Ok(done as i64 == INDEX_STEP),
+        Err(err) => {
+            tracing::warn!(error = %err, "full-text indexing of archived messages failed; retrying");
+            Err(())
+        }
+    }
+}
+
+/// Failed steps in a row after which a waiting search goes ahead on the index as it is.
+const INDEX_ATTEMPTS_FOR_A_SEARCH: u32 = 5;
+
+/// Indexes everything stored, for a search; whether rows remain unindexed.
+async fn index_all(ctx: &Context) -> bool {
+    let mut failures = 0;
+    loop {
+        match index_step(ctx).await {
+            Ok(false) => return false,
+            Ok(true) => failures = 0,
+            Err(()) if failures + 1 >= INDEX_ATTEMPTS_FOR_A_SEARCH => return true,
+            Err(()) => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(100) * failures).await;
+            }
+        }
+    }
 }
 
 /// Body text of a stored message, for the full-text index.
@@ -90,19 +141,43 @@ pub async fn run(ctx: Context, mut jobs: JobIntake, batch: usize) {
     let roster = ctx.service::<dyn RosterService>();
     let mut rows = Vec::with_capacity(batch);
     let mut flushes = Vec::new();
-    while let Some(first) = jobs.recv().await {
+    let mut searches = Vec::new();
+    // Rows stored before a restart may wait for the index.
+    let mut unindexed = true;
+    let mut last_step = Instant::now();
+    loop {
+        let first = if unindexed {
+            match jobs.try_recv() {
+                Some(job) => job,
+                None => {
+                    jobs.relieve();
+                    match index_step(&ctx).await {
+                        Ok(more) => unindexed = more,
+                        // Wait for the next message rather than retry in a busy loop.
+                        Err(()) => unindexed = false,
+                    }
+                    last_step = Instant::now();
+                    continue;
+                }
+            }
+        } else {
+            match jobs.recv().await {
+                Some(job) => job,
+                None => break,
+            }
+        };
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Store(pending) => {
-                    let Pending { mut row, if_in_roster } = *pending;
+                    let Pending { row, if_in_roster } = *pending;
                     if if_in_roster && !in_roster(&ctx, roster.as_ref(), &row).await {
                         continue;
                     }
-                    row.search_text = body_of(&row.stanza).map(|b| tokens::index_text(&b)).unwrap_or_default();
                     rows.push(row);
                 }
-                Job::Flush(done) => flushes.push(done),
+                Job::Flush { done, indexed: false } => flushes.push(done),
+                Job::Flush { done, indexed: true } => searches.push(done),
             }
             if rows.len() >= batch {
                 break;
@@ -111,10 +186,21 @@ pub async fn run(ctx: Context, mut jobs: JobIntake, batch: usize) {
         }
         if !rows.is_empty() {
             store_batch(&ctx, std::mem::take(&mut rows)).await;
+            unindexed = true;
         }
         jobs.relieve();
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+        if !searches.is_empty() {
+            unindexed = index_all(&ctx).await;
+            last_step = Instant::now();
+            for done in searches.drain(..) {
+                let _ = done.send(());
+            }
+        } else if unindexed && last_step.elapsed() >= INDEX_AT_LEAST_EVERY {
+            unindexed = index_step(&ctx).await.unwrap_or(true);
+            last_step = Instant::now();
         }
     }
 }
