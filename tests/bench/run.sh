@@ -19,7 +19,7 @@ USERS=${USERS:-10000}
 ROSTER=${ROSTER:-0}
 MAM=${MAM:-0}
 STORAGE=${STORAGE:-sqlite}
-MODULES='"disco", "roster", "offline", "carbons", "vcard", "blocking", "adhoc", "admin", "ping", "version", "time"'
+MODULES='"disco", "roster", "offline", "carbons", "vcard", "blocking", "adhoc", "admin", "ping", "version", "time", "muc"'
 [[ $MAM = 1 ]] && MODULES="$MODULES, \"mam\""
 [[ -x $BENCH/bench.sh ]] || { echo "no load generator at $BENCH (set BENCH_DIR)" >&2; exit 2; }
 
@@ -49,6 +49,10 @@ admin_socket = "$WORK/admin.sock"
 [listen]
 c2s = ["127.0.0.1:$PORT"]
 c2s_direct_tls = []
+[s2s]
+enabled = false
+listen = []
+listen_direct_tls = []
 [tls]
 cert_dir = "$WORK/certs"
 generate_self_signed = true
