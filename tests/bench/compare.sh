@@ -12,9 +12,10 @@
 #   PG=1 tests/bench/compare.sh              # chat-mam also on PostgreSQL (127.0.0.1:5432)
 #   STARTTLS=1 SCENARIOS=connect-scram CONNECT_SCRAM_SIZES="1000 5000 10000" tests/bench/compare.sh
 #
-# Starling is run twice, since bench.sh cannot switch archiving on an external server: with
-# MAM=0 for every selected scenario except chat-mam, then with MAM=1 for chat-mam alone (with
-# PG=1 a third time, MAM=1 STORAGE=postgres, chat-mam alone).
+# Starling is started afresh for every run (scenario, size, rep), as bench.sh does for the
+# peers: with MAM=0 for every selected scenario except chat-mam, with MAM=1 for chat-mam
+# (bench.sh cannot switch archiving on an external server), and with PG=1 also MAM=1
+# STORAGE=postgres for chat-mam.
 # Knobs (environment):
 #   SCENARIOS ["connect connect-scram chat chat-paced chat-mam muc"], REPS, STARTTLS,
 #     CONNECT_SIZES, CONNECT_SCRAM_SIZES, CONCURRENCY, CHAT_N, CHAT_M, CHAT_WINDOW, CHAT_RATE,
@@ -102,6 +103,27 @@ starling() {
   printf '%s\n' "$out"
 }
 
+# starling_fresh LABEL "SCENARIOS" VAR=VALUE...: every run (scenario, size, rep) on a
+# freshly started Starling, as bench.sh starts the peers: in one process a second rep
+# would find the memory of the first already allocated and report ~0 KiB per session.
+# Prints the results files, one per run.
+starling_fresh() {
+  local label=$1 scenarios=$2 sc n rep sizes size_var
+  shift 2
+  for sc in $scenarios; do
+    case $sc in
+      connect) size_var=CONNECT_SIZES sizes=${CONNECT_SIZES:-"1000 5000 10000"} ;;
+      connect-scram) size_var=CONNECT_SCRAM_SIZES sizes=${CONNECT_SCRAM_SIZES:-10000} ;;
+      *) size_var="" sizes=all ;;
+    esac
+    for n in $sizes; do
+      for rep in $(seq 1 "${REPS:-2}"); do
+        starling "$label-$sc-$n-$rep" "$@" SCENARIOS="$sc" REPS=1 ${size_var:+"$size_var=$n"} || return 1
+      done
+    done
+  done
+}
+
 # Reused peer result files (checked before the long runs start).
 peer_args=()
 if [[ -n ${PEER_RESULTS:-} ]]; then
@@ -124,12 +146,15 @@ done
 # Starling first: a failing build or start shows before the long peer runs.
 args=()
 if [[ -n $off_scenarios ]]; then
-  args+=(--starling "$(starling off MAM=0 STORAGE=sqlite SCENARIOS="$off_scenarios")")
+  files=$(starling_fresh off "$off_scenarios" MAM=0 STORAGE=sqlite) || die "Starling runs failed"
+  args+=(--starling $files)
 fi
 if [[ $want_mam = 1 ]]; then
-  args+=(--starling-mam "$(starling mam MAM=1 STORAGE=sqlite SCENARIOS=chat-mam)")
+  files=$(starling_fresh mam chat-mam MAM=1 STORAGE=sqlite) || die "Starling runs failed"
+  args+=(--starling-mam $files)
   if [[ $PG = 1 ]]; then
-    args+=(--starling-pg "$(starling mam-pg MAM=1 STORAGE=postgres SCENARIOS=chat-mam)")
+    files=$(starling_fresh mam-pg chat-mam MAM=1 STORAGE=postgres) || die "Starling runs failed"
+    args+=(--starling-pg $files)
   fi
 elif [[ $PG = 1 ]]; then
   log "PG=1 ignored: chat-mam is not in SCENARIOS"
