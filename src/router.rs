@@ -509,7 +509,6 @@ mod tests {
     use starling_api::module::DiscoIdentity;
     use starling_api::xmpp_parsers::ping::Ping;
     use starling_api::{ContextParts, ModuleSpec, Registrar, ServerInfo};
-    use tokio::sync::mpsc;
 
     use super::*;
     use crate::session::{SessionHandle, SessionReceiver};
@@ -601,7 +600,7 @@ mod tests {
         RECEIVED.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|s| s.to() == Some(to)).cloned().collect()
     }
 
-    async fn next(rx: &mut mpsc::Receiver<Stanza>) -> Stanza {
+    async fn next(rx: &mut crate::session::StanzaQueue) -> Stanza {
         tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time").expect("a stanza")
     }
 

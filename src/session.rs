@@ -38,7 +38,7 @@ pub struct SessionHandle {
     pub jid: FullJid,
     /// Unique per process, so a stale handle can't remove a newer session.
     pub id: u64,
-    queue: mpsc::Sender<Stanza>,
+    queue: mpsc::Sender<Box<Stanza>>,
     close: Mutex<Option<oneshot::Sender<CloseReason>>>,
     /// Set by the first [`SessionHandle::close`], so routing can skip the session
     /// without taking the lock.
@@ -57,9 +57,31 @@ pub struct SessionHandle {
 /// The receiving side a session task keeps.
 pub struct SessionReceiver {
     /// Stanzas to write to the client.
-    pub queue: mpsc::Receiver<Stanza>,
+    pub queue: StanzaQueue,
     /// Fires when the server closes the session from outside.
     pub close: oneshot::Receiver<CloseReason>,
+}
+
+/// A session's outbound stanzas. They travel boxed: the channel allocates its slots 32 at
+/// a time and keeps a block for as long as the session lives, so with 88-byte stanzas
+/// every idle session held 2.8 KiB of empty slots (a third of its memory); boxed, 256 bytes.
+pub struct StanzaQueue(mpsc::Receiver<Box<Stanza>>);
+
+impl StanzaQueue {
+    /// The next stanza; `None` once the queue is closed and empty.
+    pub async fn recv(&mut self) -> Option<Stanza> {
+        self.0.recv().await.map(|stanza| *stanza)
+    }
+
+    /// The next stanza if one is queued.
+    pub fn try_recv(&mut self) -> Result<Stanza, mpsc::error::TryRecvError> {
+        self.0.try_recv().map(|stanza| *stanza)
+    }
+
+    /// Refuses further stanzas; those already queued can still be taken.
+    pub fn close(&mut self) {
+        self.0.close();
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -81,7 +103,7 @@ impl SessionHandle {
             inactive: AtomicBool::new(false),
             ended: CancellationToken::new(),
         };
-        (Arc::new(handle), SessionReceiver { queue: rx, close: close_rx })
+        (Arc::new(handle), SessionReceiver { queue: StanzaQueue(rx), close: close_rx })
     }
 
     /// Queues a stanza for the client. A full queue closes the session as too slow;
@@ -89,15 +111,15 @@ impl SessionHandle {
     /// as undelivered (offline storage) instead of losing it.
     pub fn deliver(&self, stanza: Stanza) -> Result<(), Stanza> {
         crate::metrics::stanza_delivered(stanza.name());
-        match self.queue.try_send(stanza) {
+        match self.queue.try_send(Box::new(stanza)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(stanza)) => {
                 tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
                 self.close(CloseReason::TooSlow);
-                Err(stanza)
+                Err(*stanza)
             }
             // The session task has ended; its removal from the table is in progress.
-            Err(mpsc::error::TrySendError::Closed(stanza)) => Err(stanza),
+            Err(mpsc::error::TrySendError::Closed(stanza)) => Err(*stanza),
         }
     }
 

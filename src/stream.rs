@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use rustls_pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream as ClientTlsStream;
@@ -133,11 +133,34 @@ pub enum ReadFailure {
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 4096;
 
+thread_local! {
+    /// Where a read lands before the parser takes it. One per thread, not one per
+    /// connection: an idle connection is always waiting in a read, and a buffer of its
+    /// own would be 4 KiB of every idle session's memory.
+    static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads what `transport` has into `reader`; the number of bytes, 0 at end of stream.
+/// The bytes are handed over within the poll that read them, so the scratch buffer is
+/// free again whenever a task waits.
+fn read_into(transport: &mut Transport, reader: &mut StreamReader, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    READ_SCRATCH.with_borrow_mut(|scratch| {
+        let mut buf = ReadBuf::new(scratch);
+        match Pin::new(transport).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                reader.feed(buf.filled());
+                Poll::Ready(Ok(buf.filled().len()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
 /// An XML stream on a connection.
 pub struct XmppStream {
     transport: Transport,
     reader: StreamReader,
-    read_buf: Vec<u8>,
     /// The peer's address.
     pub peer: SocketAddr,
     /// When the peer last sent anything (whitespace keepalives count).
@@ -154,7 +177,6 @@ impl XmppStream {
         XmppStream {
             transport,
             reader: StreamReader::new(limits),
-            read_buf: Vec::new(),
             peer,
             last_activity: Instant::now(),
             rate: None,
@@ -202,10 +224,8 @@ impl XmppStream {
             if let Some(ingress) = &self.ingress {
                 ingress.until_clear().await;
             }
-            // The buffer lives only while a read is pending, so idle sessions between
-            // reads hold no read buffer beyond this allocation's capacity.
-            self.read_buf.resize(READ_CHUNK, 0);
-            let n = self.transport.read(&mut self.read_buf).await?;
+            let (transport, reader) = (&mut self.transport, &mut self.reader);
+            let n = std::future::poll_fn(|cx| read_into(transport, reader, cx)).await?;
             if n == 0 {
                 return Err(ReadFailure::Eof);
             }
@@ -213,7 +233,6 @@ impl XmppStream {
                 rate.spend(n);
             }
             self.last_activity = Instant::now();
-            self.reader.feed(&self.read_buf[..n]);
         }
     }
 

@@ -204,7 +204,9 @@ pub(crate) enum Accepted {
 /// Negotiates and runs one client stream, whatever carries it.
 async fn handle(accepted: Accepted, peer: SocketAddr, shared: &C2sShared) {
     tracing::debug!("connected");
-    let negotiated = negotiate::negotiate(accepted, peer, shared).await;
+    // Boxed, so its state (7 KiB: TLS handshake, SASL, binding) is freed once the
+    // session starts instead of staying in every connection's task for its lifetime.
+    let negotiated = Box::pin(negotiate::negotiate(accepted, peer, shared)).await;
     match negotiated {
         Some(negotiate::Negotiated::Bound(bound)) => session::run(*bound, shared).await,
         Some(negotiate::Negotiated::Resumed) => tracing::debug!("stream handed to the session it resumes"),

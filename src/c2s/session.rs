@@ -163,13 +163,16 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
         session.start_inline(*inline);
     }
 
+    // The rarely taken steps (hibernating, resuming, finishing, the first backlog) are
+    // boxed: an idle session's task holds only the state of the step it is in, and
+    // that is `connected` for almost all of its life.
     let mut stream = stream;
     let (end, stream) = loop {
         let resumption = match session.connected(&mut stream).await {
             End::Resumed(resumption) => resumption,
             End::Gone | End::Error("connection-timeout") if session.resumable() => {
                 drop(stream);
-                match session.hibernate().await {
+                match Box::pin(session.hibernate()).await {
                     Ok(resumption) => resumption,
                     Err(end) => break (end, None),
                 }
@@ -178,11 +181,11 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
         };
         let Resumption { stream: resumed, h, sasl2 } = *resumption;
         stream = resumed;
-        if let Some(end) = session.resume(&mut stream, h, sasl2).await {
+        if let Some(end) = Box::pin(session.resume(&mut stream, h, sasl2)).await {
             break (end, Some(stream));
         }
     };
-    session.finish(end, stream).await;
+    Box::pin(session.finish(end, stream)).await;
     tracing::info!("session ended");
 }
 
@@ -239,7 +242,7 @@ impl Session<'_> {
                             return end;
                         }
                         if std::mem::take(&mut self.backlog_due) {
-                            self.take_backlog().await;
+                            Box::pin(self.take_backlog()).await;
                         }
                         if let Err(end) = self.write_out(stream).await {
                             return end;
