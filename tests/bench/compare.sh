@@ -49,19 +49,23 @@ if [[ $PG = 1 ]]; then
   psql -qAt -h 127.0.0.1 -U postgres -c 'SELECT 1' >/dev/null || die "PG=1 but PostgreSQL does not answer on 127.0.0.1:5432"
 fi
 
+# clients_of SCENARIO: its client counts, one per run (the defaults are bench.sh's).
+clients_of() {
+  case $1 in
+    connect) echo "${CONNECT_SIZES:-1000 5000 10000}" ;;
+    connect-scram) echo "${CONNECT_SCRAM_SIZES:-10000}" ;;
+    chat*) echo "${CHAT_N:-200}" ;;
+    muc) echo "${MUC_K:-200}" ;;
+    *) echo 0 ;;
+  esac
+}
+
 # Accounts Starling needs: the largest client count of the selected scenarios (as bench.sh
-# computes it for the peers; the size defaults below are bench.sh's).
+# computes it for the peers).
 if [[ -z ${USERS:-} ]]; then
   USERS=2
   for sc in $SCENARIOS; do
-    case $sc in
-      connect) sizes=${CONNECT_SIZES:-"1000 5000 10000"} ;;
-      connect-scram) sizes=${CONNECT_SCRAM_SIZES:-10000} ;;
-      chat*) sizes=${CHAT_N:-200} ;;
-      muc) sizes=${MUC_K:-200} ;;
-      *) sizes=0 ;;
-    esac
-    for n in $sizes; do
+    for n in $(clients_of "$sc"); do
       if (( n > USERS )); then USERS=$n; fi
     done
   done
@@ -108,15 +112,15 @@ starling() {
 # would find the memory of the first already allocated and report ~0 KiB per session.
 # Prints the results files, one per run.
 starling_fresh() {
-  local label=$1 scenarios=$2 sc n rep sizes size_var
+  local label=$1 scenarios=$2 sc n rep size_var
   shift 2
   for sc in $scenarios; do
     case $sc in
-      connect) size_var=CONNECT_SIZES sizes=${CONNECT_SIZES:-"1000 5000 10000"} ;;
-      connect-scram) size_var=CONNECT_SCRAM_SIZES sizes=${CONNECT_SCRAM_SIZES:-10000} ;;
-      *) size_var="" sizes=all ;;
+      connect) size_var=CONNECT_SIZES ;;
+      connect-scram) size_var=CONNECT_SCRAM_SIZES ;;
+      *) size_var="" ;;
     esac
-    for n in $sizes; do
+    for n in $(clients_of "$sc"); do
       for rep in $(seq 1 "${REPS:-2}"); do
         starling "$label-$sc-$n-$rep" "$@" SCENARIOS="$sc" REPS=1 ${size_var:+"$size_var=$n"} || return 1
       done

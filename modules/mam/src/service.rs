@@ -318,18 +318,14 @@ impl ArchiveService for Service {
         Box::pin(async move {
             archive.flush(false).await;
             let owner = owner.to_string();
-            let IdRef::Row(row) = archive.resolve(&owner, &stanza_id) else {
-                let id = IdRef::Legacy(stanza_id);
-                let stored = ctx
-                    .db()
-                    .run(move |c| match store::row_of(c, &owner, &id)? {
-                        Some(row) => store::fetch(c, &owner, row),
-                        None => Ok(None),
-                    })
-                    .await?;
-                return Ok(stored.and_then(|xml| xml.parse::<Element>().ok()));
-            };
-            let stored = ctx.db().run(move |c| store::fetch(c, &owner, row)).await?;
+            let id = archive.resolve(&owner, &stanza_id);
+            let stored = ctx
+                .db()
+                .run(move |c| match store::row_of(c, &owner, &id)? {
+                    Some(row) => store::fetch(c, &owner, row),
+                    None => Ok(None),
+                })
+                .await?;
             // A row that does not parse is not the caller's to see.
             Ok(stored.and_then(|xml| xml.parse::<Element>().ok()))
         })

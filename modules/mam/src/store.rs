@@ -266,17 +266,27 @@ pub struct Unindexed {
     pub stanza: String,
 }
 
+/// The newest row in the search index (rows are indexed in id order).
+fn indexed_to(conn: &mut DbConn) -> QueryResult<i64> {
+    let mark = mam_fts_progress::table.filter(mam_fts_progress::id.eq(1)).select(mam_fts_progress::indexed_to);
+    Ok(mark.first(conn).optional()?.unwrap_or(0))
+}
+
+/// Puts one row's terms in SQLite's index.
+fn fts5_insert(c: &mut diesel::SqliteConnection, row: i64, owner: &str, search_text: &str) -> QueryResult<usize> {
+    diesel::sql_query("INSERT INTO mam_fts (rowid, owner_key, search_text) VALUES (?, ?, ?)")
+        .bind::<BigInt, _>(row)
+        .bind::<Text, _>(tokens::owner_key(owner))
+        .bind::<Text, _>(search_text)
+        .execute(c)
+}
+
 /// Adds up to `limit` stored rows after the indexed ones to the search index, their
-/// tokens made by `search_text` (owner, stanza); returns how many. One transaction, so
+/// tokens made from the stored stanza by `search_text`; returns how many. One transaction, so
 /// the index and its progress mark move together.
 pub fn index_next(conn: &mut DbConn, limit: i64, search_text: impl Fn(&str) -> String) -> QueryResult<usize> {
     conn.transaction(|conn| {
-        let indexed_to: i64 = mam_fts_progress::table
-            .filter(mam_fts_progress::id.eq(1))
-            .select(mam_fts_progress::indexed_to)
-            .first(conn)
-            .optional()?
-            .unwrap_or(0);
+        let indexed_to = indexed_to(conn)?;
         let rows: Vec<Unindexed> = mam_archive::table
             .filter(mam_archive::id.gt(indexed_to))
             .order(mam_archive::id.asc())
@@ -287,11 +297,7 @@ pub fn index_next(conn: &mut DbConn, limit: i64, search_text: impl Fn(&str) -> S
         match conn {
             DbConn::Sqlite(c) => {
                 for row in &rows {
-                    diesel::sql_query("INSERT INTO mam_fts (rowid, owner_key, search_text) VALUES (?, ?, ?)")
-                        .bind::<BigInt, _>(row.id)
-                        .bind::<Text, _>(tokens::owner_key(&row.owner))
-                        .bind::<Text, _>(search_text(&row.stanza))
-                        .execute(c)?;
+                    fts5_insert(c, row.id, &row.owner, &search_text(&row.stanza))?;
                 }
             }
             DbConn::Postgresql(c) => {
@@ -335,17 +341,12 @@ pub fn replace(conn: &mut DbConn, owner: &str, row: i64, stanza: &str, search_te
         if diesel::update(target).set(mam_archive::stanza.eq(stanza)).execute(conn)? == 0 {
             return Ok(false);
         }
-        let indexed_to: i64 =
-            mam_fts_progress::table.select(mam_fts_progress::indexed_to).first(conn).optional()?.unwrap_or(0);
+        let indexed_to = indexed_to(conn)?;
         match conn {
             DbConn::Sqlite(c) => {
                 diesel::sql_query("DELETE FROM mam_fts WHERE rowid = ?").bind::<BigInt, _>(row).execute(c)?;
                 if row <= indexed_to {
-                    diesel::sql_query("INSERT INTO mam_fts (rowid, owner_key, search_text) VALUES (?, ?, ?)")
-                        .bind::<BigInt, _>(row)
-                        .bind::<Text, _>(tokens::owner_key(owner))
-                        .bind::<Text, _>(search_text)
-                        .execute(c)?;
+                    fts5_insert(c, row, owner, search_text)?;
                 }
             }
             DbConn::Postgresql(c) => {
