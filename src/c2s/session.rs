@@ -157,6 +157,8 @@ pub(super) async fn run(bound: Bound, shared: &C2sShared) {
         out: Outbox::default(),
         resumptions: None,
         backlog_due: false,
+        ack_due: false,
+        stored_h: 0,
     };
     shared.context.run_hook(&mut SessionStarted { jid: session.jid.clone() });
     if let Some(inline) = inline {
@@ -212,6 +214,10 @@ struct Session<'a> {
     resumptions: Option<mpsc::Receiver<Resumption>>,
     /// Initial presence was just sent: the modules' backlogs are owed before the queue.
     backlog_due: bool,
+    /// The client asked for an acknowledgement (XEP-0198 `<r/>`).
+    ack_due: bool,
+    /// The count of handled stanzas known to be stored (see `stored_count`).
+    stored_h: u32,
 }
 
 impl Session<'_> {
@@ -243,6 +249,10 @@ impl Session<'_> {
                         }
                         if std::mem::take(&mut self.backlog_due) {
                             Box::pin(self.take_backlog()).await;
+                        }
+                        if std::mem::take(&mut self.ack_due) {
+                            let h = Box::pin(self.stored_count()).await;
+                            self.out.bytes.extend_from_slice(format!("<a xmlns='{NS_SM}' h='{h}'/>").as_bytes());
                         }
                         if let Err(end) = self.write_out(stream).await {
                             return end;
@@ -395,10 +405,7 @@ impl Session<'_> {
     fn on_sm(&mut self, element: &Stanza) -> Result<(), End> {
         match (element.name(), &mut self.out.sm) {
             ("enable", None) => self.enable(element),
-            ("r", Some(sm)) => {
-                let answer = format!("<a xmlns='{NS_SM}' h='{}'/>", sm.inbound);
-                self.out.bytes.extend_from_slice(answer.as_bytes());
-            }
+            ("r", Some(_)) => self.ack_due = true,
             ("a", Some(sm)) => {
                 let h = element.attr("h").and_then(|h| h.parse::<u32>().ok()).ok_or(End::Error("bad-format"))?;
                 if let Err(too_many) = sm.acknowledge(h) {
@@ -471,10 +478,11 @@ impl Session<'_> {
     /// failing, which hibernates the session again; the session being closed meanwhile
     /// ends it.
     async fn resume(&mut self, stream: &mut XmppStream, h: u32, sasl2: Option<SaslSuccess>) -> Option<End> {
+        let stored = self.stored_count().await;
         let sm = self.out.sm.as_mut()?;
         let again = sm.unacked_after_resume(h);
         let previd = sm.id.clone().unwrap_or_default();
-        let mut resumed = format!("<resumed xmlns='{NS_SM}' previd='{previd}' h='{}'/>", sm.inbound);
+        let mut resumed = format!("<resumed xmlns='{NS_SM}' previd='{previd}' h='{stored}'/>");
         if let Some(success) = sasl2 {
             resumed = format!("{}{resumed}</success>", success.open(&self.jid_text));
         }
@@ -667,6 +675,22 @@ impl Session<'_> {
                 self.csi.write(stanza, &mut self.out);
             }
         }
+    }
+
+    /// The count of stanzas handled from the client (XEP-0198 `h`), once whatever the
+    /// modules queued for storage while handling them is stored: an acknowledged
+    /// message is in the recipient's offline store or archive even if the server dies
+    /// right after. Only stanzas handled since the last call wait.
+    async fn stored_count(&mut self) -> u32 {
+        let Some(h) = self.out.sm.as_ref().map(|sm| sm.inbound) else { return 0 };
+        if h != self.stored_h {
+            let context = &self.shared.context;
+            for (barrier, _) in context.registry().write_barriers() {
+                barrier(context).await;
+            }
+            self.stored_h = h;
+        }
+        h
     }
 
     /// Tells whoever needs to know that the session went (it has left the table).

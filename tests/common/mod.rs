@@ -2,11 +2,13 @@
 //! directory, and a small XMPP client that speaks real XML over real TCP/TLS.
 #![allow(dead_code, unused_imports)]
 
+pub mod child;
 pub mod client;
 pub mod component;
 pub mod dns;
 pub mod federation;
 pub mod http;
+pub mod mam;
 pub mod peers;
 pub mod sasl2;
 pub mod scram;

@@ -164,6 +164,7 @@ pub struct Registry {
     commands: Vec<(AdhocCommand, usize)>,
     http_routes: Vec<(HttpRoutesFn, usize)>,
     initial_backlogs: Vec<(InitialBacklogFn, usize)>,
+    write_barriers: Vec<(WriteBarrierFn, usize)>,
     pre_auth_iq: HashMap<(IqKind, &'static str, &'static str), (PreAuthIqFn, usize)>,
     pre_auth_features: Vec<(PreAuthFeatureFn, usize)>,
     bind2_features: Vec<(&'static str, Bind2FeatureFn, usize)>,
@@ -194,6 +195,10 @@ pub type Task = Arc<dyn Fn(Context, CancellationToken) -> crate::BoxFuture<'stat
 /// Stanzas a session is owed once it sends initial presence (see
 /// [`Registrar::initial_backlog`]).
 pub type InitialBacklogFn = Arc<dyn Fn(Context, jid::FullJid) -> crate::BoxFuture<'static, Vec<Stanza>> + Send + Sync>;
+
+/// Resolves once everything a module accepted for storage so far is stored (see
+/// [`Registrar::write_barrier`]).
+pub type WriteBarrierFn = Arc<dyn Fn(&Context) -> crate::BoxFuture<'static, ()> + Send + Sync>;
 
 /// A feature a client can enable inline in a Bind 2 request (XEP-0386 §2.2): called
 /// with the freshly bound resource and the client's element in the feature's namespace,
@@ -351,6 +356,11 @@ impl Registry {
     /// Every initial-backlog provider with its module, in registration order.
     pub fn initial_backlogs(&self) -> impl Iterator<Item = (&InitialBacklogFn, &'static ModuleSpec)> + '_ {
         self.initial_backlogs.iter().map(|(f, m)| (f, self.modules[*m]))
+    }
+
+    /// Every write barrier with its module, in registration order.
+    pub fn write_barriers(&self) -> impl Iterator<Item = (&WriteBarrierFn, &'static ModuleSpec)> + '_ {
+        self.write_barriers.iter().map(|(f, m)| (f, self.modules[*m]))
     }
 
     /// What client and server streams wait on before reading (see [`crate::ingress`]).
@@ -627,6 +637,18 @@ impl Registrar<'_> {
         Fut: Future<Output = Vec<Stanza>> + Send + 'static,
     {
         self.registry.initial_backlogs.push((Arc::new(move |ctx, jid| Box::pin(backlog(ctx, jid))), self.module));
+    }
+
+    /// Declares that the module stores stanzas behind the router's back (a write queue
+    /// its hooks fill): `barrier(ctx)` resolves once everything queued before the call
+    /// is durably stored. Before a stream acknowledges stanzas (XEP-0198 `<a h/>`) it
+    /// waits for every module's barrier, so an acknowledged message survives a crash.
+    pub fn write_barrier<F, Fut>(&mut self, barrier: F)
+    where
+        F: Fn(&Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.registry.write_barriers.push((Arc::new(move |ctx| Box::pin(barrier(ctx))), self.module));
     }
 
     /// Joins the chain of hook `E` (see [`crate::hooks`]); higher `priority` runs first.

@@ -160,6 +160,11 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
     let a = archive.clone();
     // Before anything that looks at or stores the delivered copy (offline, carbons).
     reg.hook::<MessageToAccount, _>(100, move |ctx, event| a.on_to_account(ctx, event));
+    let a = archive.clone();
+    reg.write_barrier(move |_| {
+        let a = a.clone();
+        async move { a.flush(false).await }
+    });
 
     let a = archive.clone();
     reg.iq_set::<QueryPayload, _, _>(Scope::OwnAccount, move |ctx, req| {

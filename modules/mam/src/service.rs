@@ -115,7 +115,7 @@ impl Archive {
 
     /// Waits until everything queued so far is stored (and in the search index when
     /// `indexed`).
-    async fn flush(&self, indexed: bool) {
+    pub(crate) async fn flush(&self, indexed: bool) {
         let Some(jobs) = self.jobs.get() else { return };
         let (done, stored) = oneshot::channel();
         if jobs.push(Job::Flush { done, indexed }) {

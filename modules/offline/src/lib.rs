@@ -77,6 +77,8 @@ enum Job {
         account: BareJid,
         done: tokio::sync::oneshot::Sender<()>,
     },
+    /// Answer once everything queued before is stored (a stream acknowledging stanzas).
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 type Queue = Arc<OnceLock<mpsc::Sender<Job>>>;
@@ -99,6 +101,8 @@ fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     });
     let q = queue.clone();
     reg.hook::<MessageUndelivered, _>(0, move |_, event| on_undelivered(event, &q));
+    let q = queue.clone();
+    reg.write_barrier(move |_| stored(q.clone()));
     reg.initial_backlog(move |ctx, jid| backlog(ctx, jid, queue.clone()));
     Ok(())
 }
@@ -160,6 +164,10 @@ async fn writer(ctx: Context, mut queue: mpsc::Receiver<Job>, limit: i64) {
                 let _ = done.send(());
                 continue;
             }
+            Job::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
         };
         if let Ok(account) = BareJid::new(&format!("{user}@{host}"))
             && drained.contains(&account)
@@ -181,6 +189,15 @@ async fn writer(ctx: Context, mut queue: mpsc::Receiver<Job>, limit: i64) {
                 ctx.send(reply);
             }
         }
+    }
+}
+
+/// Resolves once everything queued so far is stored (or refused and bounced).
+async fn stored(queue: Queue) {
+    let Some(queue) = queue.get() else { return };
+    let (done, stored) = tokio::sync::oneshot::channel();
+    if queue.send(Job::Barrier(done)).await.is_ok() {
+        let _ = stored.await;
     }
 }
 
