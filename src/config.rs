@@ -178,6 +178,9 @@ pub struct C2sConfig {
     pub allow_plaintext_auth_on_loopback: bool,
     /// Resource conflict policy. Default `kick_old`.
     pub resource_conflict: ResourceConflict,
+    /// Sessions (bound resources) one account may have at once; another bind gets
+    /// `resource-constraint` (RFC 6120 §7.6.2.1). 0: no limit. Default 10.
+    pub max_sessions_per_account: usize,
     /// Seconds a connection may take from TCP accept to a bound resource. Default 60.
     pub negotiation_timeout: u64,
     /// Seconds without any data from a client before the server pings it (XEP-0199);
@@ -215,6 +218,7 @@ impl Default for C2sConfig {
         C2sConfig {
             allow_plaintext_auth_on_loopback: false,
             resource_conflict: ResourceConflict::KickOld,
+            max_sessions_per_account: 10,
             negotiation_timeout: 60,
             idle_timeout: 300,
             sm_resume_timeout: 3600,
@@ -236,6 +240,10 @@ pub struct LimitsConfig {
     pub max_stanza_bytes: usize,
     /// Deepest element nesting accepted (`policy-violation` beyond). Default 64.
     pub max_depth: usize,
+    /// Seconds a client may take to send one stanza once it has begun it; slower
+    /// (a slowloris sender trickling bytes) ends the stream with `policy-violation`.
+    /// Time the server spends pacing the client does not count. 0: no limit. Default 60.
+    pub stanza_timeout: u32,
     /// Stanzas waiting to be written to one client before it counts as too slow and
     /// is disconnected. Default 1024.
     pub session_queue: usize,
@@ -276,6 +284,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_stanza_bytes: 256 * 1024,
             max_depth: 64,
+            stanza_timeout: 60,
             session_queue: 1024,
             max_connections: 10_000,
             auth_failures: 5,

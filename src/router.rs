@@ -588,7 +588,7 @@ mod tests {
         router.set_context(context.clone());
         let jid = jid::FullJid::new("alice@localhost/phone").expect("jid");
         let (alice, alice_rx) = SessionHandle::new(jid, 16);
-        sessions.bind(alice.clone(), crate::config::ResourceConflict::KickOld);
+        sessions.bind(alice.clone(), crate::config::ResourceConflict::KickOld, 0);
         Harness { router, context, alice, alice_rx, _db: db }
     }
 

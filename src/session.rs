@@ -207,6 +207,8 @@ pub enum BindOutcome {
     },
     /// Refused under [`ResourceConflict::Refuse`].
     Conflict,
+    /// The account has as many sessions as it may (RFC 6120 §7.6.2.1 `resource-constraint`).
+    TooMany,
 }
 
 /// All bound sessions, by bare JID.
@@ -220,11 +222,14 @@ impl SessionTable {
     /// (it picks a fresh resource before calling), so they behave like `Refuse` here.
     /// A hibernating session (XEP-0198) is always replaced: its client came back
     /// without resuming.
-    pub fn bind(&self, handle: Arc<SessionHandle>, policy: ResourceConflict) -> BindOutcome {
+    pub fn bind(&self, handle: Arc<SessionHandle>, policy: ResourceConflict, max_per_account: usize) -> BindOutcome {
         let mut table = self.by_user.write().unwrap_or_else(|e| e.into_inner());
         let sessions = table.entry(handle.jid.to_bare()).or_default();
         let existing = sessions.iter().position(|s| s.jid == handle.jid);
         let replaced = match (existing, policy) {
+            // A session taking over a resource does not add one; a new one may not
+            // exceed the limit (0: none). Hibernating sessions count: they are online.
+            (None, _) if max_per_account > 0 && sessions.len() >= max_per_account => return BindOutcome::TooMany,
             (None, _) => None,
             (Some(index), _) if sessions[index].is_hibernating() => Some(sessions.swap_remove(index)),
             (Some(index), ResourceConflict::KickOld) => Some(sessions.swap_remove(index)),
@@ -328,8 +333,8 @@ mod tests {
         let table = SessionTable::default();
         let (old, _rx_old) = SessionHandle::new(jid("a@x/r"), 4);
         let (new, _rx_new) = SessionHandle::new(jid("a@x/r"), 4);
-        assert!(matches!(table.bind(old.clone(), ResourceConflict::KickOld), BindOutcome::Bound { replaced: None }));
-        match table.bind(new.clone(), ResourceConflict::KickOld) {
+        assert!(matches!(table.bind(old.clone(), ResourceConflict::KickOld, 0), BindOutcome::Bound { replaced: None }));
+        match table.bind(new.clone(), ResourceConflict::KickOld, 0) {
             BindOutcome::Bound { replaced: Some(r) } => assert_eq!(r.id, old.id),
             other => panic!("unexpected {other:?}"),
         }
@@ -342,8 +347,21 @@ mod tests {
         let table = SessionTable::default();
         let (a, _ra) = SessionHandle::new(jid("a@x/r"), 4);
         let (b, _rb) = SessionHandle::new(jid("a@x/r"), 4);
-        table.bind(a, ResourceConflict::Refuse);
-        assert!(matches!(table.bind(b, ResourceConflict::Refuse), BindOutcome::Conflict));
+        table.bind(a, ResourceConflict::Refuse, 0);
+        assert!(matches!(table.bind(b, ResourceConflict::Refuse, 0), BindOutcome::Conflict));
+    }
+
+    #[test]
+    fn an_account_at_its_session_limit_may_only_replace_a_resource() {
+        let table = SessionTable::default();
+        let (a, _ra) = SessionHandle::new(jid("a@x/one"), 4);
+        let (b, _rb) = SessionHandle::new(jid("a@x/two"), 4);
+        let (again, _rc) = SessionHandle::new(jid("a@x/one"), 4);
+        let (other, _ro) = SessionHandle::new(jid("b@x/two"), 4);
+        assert!(matches!(table.bind(a, ResourceConflict::KickOld, 1), BindOutcome::Bound { replaced: None }));
+        assert!(matches!(table.bind(b, ResourceConflict::KickOld, 1), BindOutcome::TooMany));
+        assert!(matches!(table.bind(again, ResourceConflict::KickOld, 1), BindOutcome::Bound { replaced: Some(_) }));
+        assert!(matches!(table.bind(other, ResourceConflict::KickOld, 1), BindOutcome::Bound { replaced: None }));
     }
 
     #[test]

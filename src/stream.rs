@@ -8,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -169,6 +170,10 @@ pub struct XmppStream {
     rate: Option<ReadRate>,
     stanza_rate: Option<ReadRate>,
     ingress: Option<Ingress>,
+    /// Seconds one event may take to arrive once begun (0: no limit).
+    event_timeout: u32,
+    /// When the event now partly buffered began, pushed on by the server's own pauses.
+    event_since: Option<Instant>,
 }
 
 impl XmppStream {
@@ -182,7 +187,17 @@ impl XmppStream {
             rate: None,
             stanza_rate: None,
             ingress: None,
+            event_timeout: 0,
+            event_since: None,
         }
+    }
+
+    /// Ends the stream with `policy-violation` when a stanza, once begun, takes longer
+    /// than `seconds` to arrive (0: never): a slowloris sender cannot hold a connection
+    /// and a buffer with a byte every few seconds.
+    pub fn with_stanza_timeout(mut self, seconds: u32) -> Self {
+        self.event_timeout = seconds;
+        self
     }
 
     /// Limits how fast the peer's bytes are read (see [`crate::rate`]).
@@ -209,6 +224,7 @@ impl XmppStream {
     pub async fn next_event(&mut self) -> Result<StreamEvent, ReadFailure> {
         loop {
             // Waiting before the event is taken keeps this cancel-safe: it stays buffered.
+            let paused = Instant::now();
             if let Some(wait) = self.stanza_rate.as_mut().and_then(ReadRate::wait) {
                 tokio::time::sleep(wait).await;
             }
@@ -216,6 +232,7 @@ impl XmppStream {
                 if let (StreamEvent::Stanza(_), Some(rate)) = (&event, &mut self.stanza_rate) {
                     rate.spend(1);
                 }
+                self.event_since = None;
                 return Ok(event);
             }
             if let Some(wait) = self.rate.as_mut().and_then(ReadRate::wait) {
@@ -224,8 +241,15 @@ impl XmppStream {
             if let Some(ingress) = &self.ingress {
                 ingress.until_clear().await;
             }
+            let deadline = self.event_deadline(paused);
             let (transport, reader) = (&mut self.transport, &mut self.reader);
-            let n = std::future::poll_fn(|cx| read_into(transport, reader, cx)).await?;
+            let read = std::future::poll_fn(|cx| read_into(transport, reader, cx));
+            let n = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, read)
+                    .await
+                    .map_err(|_| XmlError::PolicyViolation("a stanza took too long to arrive"))??,
+                None => read.await?,
+            };
             if n == 0 {
                 return Err(ReadFailure::Eof);
             }
@@ -234,6 +258,21 @@ impl XmppStream {
             }
             self.last_activity = Instant::now();
         }
+    }
+
+    /// When the partly buffered event must be complete, if there is one and a limit.
+    /// The time since `paused` was the server's own pacing, so it moves the start on.
+    fn event_deadline(&mut self, paused: Instant) -> Option<Instant> {
+        if self.event_timeout == 0 || !self.reader.in_event() {
+            self.event_since = None;
+            return None;
+        }
+        let since = match self.event_since {
+            Some(since) => since + paused.elapsed(),
+            None => Instant::now(),
+        };
+        self.event_since = Some(since);
+        Some(since + Duration::from_secs(u64::from(self.event_timeout)))
     }
 
     /// Writes and flushes `bytes`.

@@ -1,9 +1,18 @@
 //! Hostile and broken input (RFC 6120 §4.9, §11): each case gets the right stream
-//! error or is cut off, and the server keeps serving everyone else.
+//! error or is cut off, and the server keeps serving everyone else. XML bombs, huge and
+//! deep stanzas, 100,000 attributes, invalid and overlong UTF-8, a slowloris sender, a
+//! client that never reads, a resource-binding storm.
 
 mod common;
 
+use std::time::Duration;
+
+use common::client::Event;
 use common::{Conn, TestServer};
+
+const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 /// Opens a stream, sends `payload`, returns the stream error condition.
 async fn error_for(server: &TestServer, payload: &[u8]) -> Option<String> {
@@ -57,6 +66,86 @@ async fn oversized_stanza_is_a_policy_violation() {
     }
     assert_eq!(conn.stream_error().await.as_deref(), Some("policy-violation"));
     server_still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn a_100_mb_stanza_is_cut_off_at_the_limit_without_being_read() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    let mut conn = Conn::tcp(server.addr()).await;
+    conn.open().await;
+    conn.try_send_bytes(b"<message><body>").await;
+    let chunk = vec![b'a'; 1 << 20];
+    let mut sent_mib = 0;
+    while sent_mib < 100 && conn.try_send_bytes(&chunk).await {
+        sent_mib += 1;
+    }
+    assert!(sent_mib < 100, "the server took in all 100 MiB of one stanza");
+    server_still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_attributes_are_a_policy_violation() {
+    // A limit on size alone would let this through: the stanza fits in 2 MiB.
+    let server = TestServer::start_with(|c| c.limits.max_stanza_bytes = 2 << 20).await;
+    server.add_user("alice", "pw").await;
+    let attrs: String = (0..100_000).map(|i| format!(" a{i}=''")).collect();
+    assert_eq!(error_for(&server, format!("<message{attrs}/>").as_bytes()).await.as_deref(), Some("policy-violation"));
+    server_still_serves(&server).await;
+}
+
+/// A slowloris sender, one byte of a stanza every 200 ms, is cut off once the stanza
+/// has taken `stanza_timeout` (here 1 s); a client sending whitespace keepalives as
+/// slowly between stanzas is not.
+#[tokio::test]
+async fn a_stanza_trickled_a_byte_at_a_time_ends_the_stream() {
+    let server = TestServer::start_with(|c| c.limits.stanza_timeout = 1).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let mut slow = server.login("alice", "slow").await;
+    let mut calm = server.login("bob", "calm").await;
+    slow.send("<message to='bob@localhost/calm' type='chat'><body>").await;
+    let mut trickled = 0;
+    let end = loop {
+        if let Some(event) = slow.conn.next_within(Duration::from_millis(200)).await {
+            break event;
+        }
+        assert!(trickled < 50, "still connected after {trickled} bytes over 10 s");
+        slow.conn.try_send_bytes(b"x").await;
+        calm.conn.send_bytes(b" ").await;
+        trickled += 1;
+    };
+    let Event::Stanza(error) = end else { panic!("expected a stream error, got {end:?}") };
+    assert!(error.is("error", NS_STREAMS), "{error:?}");
+    assert!(error.has_child("policy-violation", NS_STREAM_ERRORS), "{error:?}");
+    assert!(trickled >= 4, "cut off after {trickled} bytes, before the limit");
+    calm.sync().await;
+}
+
+/// A storm of binds for one account stops at `max_sessions_per_account` with
+/// `resource-constraint`, while taking over a bound resource still works.
+#[tokio::test]
+async fn a_resource_binding_storm_stops_at_the_session_limit() {
+    let server = TestServer::start_with(|c| c.c2s.max_sessions_per_account = 5).await;
+    server.add_user("alice", "pw").await;
+    let mut bound = Vec::new();
+    for i in 0..5 {
+        bound.push(server.login("alice", &format!("r{i}")).await);
+    }
+    for i in 0..100 {
+        let mut conn = Conn::tcp(server.addr()).await;
+        conn.open().await;
+        conn.starttls().await;
+        conn.auth("alice", "pw").await.expect("authenticates");
+        conn.open().await;
+        let refused = conn.bind(Some(&format!("storm{i}"))).await.expect_err("a sixth session is refused");
+        let error = refused.get_child("error", "jabber:client").expect("error");
+        assert_eq!(error.attr("type"), Some("wait"));
+        assert!(error.has_child("resource-constraint", NS_STANZAS), "{refused:?}");
+    }
+    let mut again = server.login("alice", "r0").await;
+    again.sync().await;
+    bound[1].sync().await;
 }
 
 #[tokio::test]

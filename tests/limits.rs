@@ -2,7 +2,8 @@
 //! `[limits] c2s_bytes_per_second` is read more slowly, not cut off, and everything it
 //! sent arrives, while another client is served meanwhile (the same for
 //! `c2s_stanzas_per_second`); connections beyond
-//! `[limits] connections_per_ip` get a `policy-violation` stream error.
+//! `[limits] connections_per_ip` get a `policy-violation` stream error; a presence
+//! flood is paced the same way.
 
 mod common;
 
@@ -99,6 +100,44 @@ async fn a_flood_of_small_stanzas_is_paced_and_loses_nothing() {
     let (pong, early) = calm.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"), "the other client is served meanwhile");
     receive_in_order(&mut calm, &early, (0..150).map(|i| format!("s{i}")).collect()).await;
+    assert!(throttled_reads("c2s_stanzas") > before, "the flood was paced");
+    let (pong, _) = flood.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    assert_eq!(pong.attr("type"), Some("result"), "the flooder is still connected");
+}
+
+/// A presence flood (directed presence, which no subscription gates) is paced like any
+/// other: every update arrives in order, the flooder stays connected, and a message
+/// from someone else gets through to the addressee as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_flood_is_paced_and_loses_nothing() {
+    let server = TestServer::start_with(|config| {
+        config.limits.c2s_stanzas_per_second = 500;
+        config.limits.c2s_burst_stanzas = 200;
+    })
+    .await;
+    for user in ["flood", "calm", "friend"] {
+        server.add_user(user, "pw").await;
+    }
+    let mut flood = server.login("flood", "f").await;
+    let mut calm = server.login("calm", "c").await;
+    let mut friend = server.login("friend", "p").await;
+    let before = throttled_reads("c2s_stanzas");
+    let updates: String = (0..800)
+        .map(|i| format!("<presence to='calm@localhost/c' id='p{i}'><status>{i}</status></presence>"))
+        .collect();
+    flood.send(&updates).await;
+    friend.send("<message to='calm@localhost/c' type='chat' id='hello'><body>hi</body></message>").await;
+    let mut ids = Vec::new();
+    let mut greeted = false;
+    while ids.len() < 800 || !greeted {
+        let stanza = calm.recv().await;
+        match stanza.name() {
+            "presence" => ids.push(stanza.attr("id").unwrap_or_default().to_owned()),
+            "message" => greeted |= stanza.attr("id") == Some("hello"),
+            _ => {}
+        }
+    }
+    assert_eq!(ids, (0..800).map(|i| format!("p{i}")).collect::<Vec<_>>(), "every update, in order");
     assert!(throttled_reads("c2s_stanzas") > before, "the flood was paced");
     let (pong, _) = flood.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"), "the flooder is still connected");

@@ -1070,3 +1070,45 @@ async fn members_out_of_the_room_get_push_notifications() {
     let extra = bob.sync().await;
     assert!(extra.iter().all(|s| s.attr("from") != Some(hall.as_str())), "no push after a refusal: {extra:?}");
 }
+
+/// A client joining and leaving a room 300 times as fast as it can: the room sees each
+/// join and leave in order, ends with the occupants it should have, and goes on
+/// carrying messages; the other occupant is served throughout.
+#[tokio::test]
+async fn a_join_and_leave_flood_leaves_the_room_consistent() {
+    let server = TestServer::start().await;
+    let mut clients = users(&server, &["alice", "bob", "carol"]).await;
+    let [alice, bob, carol] = clients.as_mut_slice() else { unreachable!() };
+    let hall = room("hall");
+    create(alice, &hall, "Alice", &[]).await;
+    let flood: String = (0..300)
+        .map(|_| {
+            format!(
+                "<presence to='{hall}/Bob'><x xmlns='{MUC}'/></presence><presence to='{hall}/Bob' type='unavailable'/>"
+            )
+        })
+        .collect();
+    bob.send(&flood).await;
+    // Alice sees three hundred joins and leaves, alternating.
+    let from_bob = format!("{hall}/Bob");
+    let mut seen = Vec::new();
+    while seen.len() < 600 {
+        let stanza = alice.recv().await;
+        if stanza.name() == "presence" && stanza.attr("from") == Some(from_bob.as_str()) {
+            seen.push(stanza.attr("type") == Some("unavailable"));
+        }
+    }
+    assert!(seen.iter().enumerate().all(|(i, left)| *left == (i % 2 == 1)), "joins and leaves alternate");
+    // A newcomer finds only Alice, and the room still carries messages.
+    let joined = join(carol, &hall, "Carol").await;
+    let others: Vec<&str> = joined
+        .iter()
+        .filter(|s| s.name() == "presence" && s.attr("type").is_none())
+        .filter_map(|s| s.attr("from"))
+        .filter(|from| *from != format!("{hall}/Carol"))
+        .collect();
+    assert_eq!(others, [format!("{hall}/Alice").as_str()]);
+    carol.send(&format!("<message to='{hall}' type='groupchat'><body>still here</body></message>")).await;
+    let (message, _) = recv_until(alice, |s| s.name() == "message" && body(s).is_some()).await;
+    assert_eq!(body(&message).as_deref(), Some("still here"));
+}

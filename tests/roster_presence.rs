@@ -277,3 +277,58 @@ async fn presence_updates_arrive_in_the_order_sent() {
     }
     assert_eq!(statuses, (0..UPDATES).collect::<Vec<_>>());
 }
+
+/// A client pushing 10,000 roster sets: the first `[modules.roster] max_items` are
+/// stored and pushed, the rest refused with `not-allowed` before any write, and a
+/// subscription to one more contact adds nothing either. The roster stays usable.
+#[tokio::test]
+async fn ten_thousand_roster_sets_stop_at_the_roster_limit() {
+    let server = TestServer::start_with(|c| {
+        c.limits.c2s_stanzas_per_second = 0;
+        c.modules.settings.insert("roster".into(), toml::from_str("max_items = 100").expect("settings"));
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let mut alice = server.login("alice", "desk").await;
+    roster(&mut alice, None).await;
+    let sets: String = (0..10_000)
+        .map(|i| {
+            format!("<iq type='set' id='s{i}'><query xmlns='{ROSTER}'><item jid='c{i}@example.net'/></query></iq>")
+        })
+        .collect();
+    alice.send(&sets).await;
+    let (mut stored, mut refused, mut pushes) = (0, 0, 0);
+    while stored + refused < 10_000 {
+        let stanza = alice.recv().await;
+        match (stanza.attr("type"), stanza.attr("id").is_some_and(|id| id.starts_with('s'))) {
+            (Some("result"), true) => stored += 1,
+            (Some("error"), true) => {
+                let error = stanza.get_child("error", "jabber:client").expect("error");
+                assert!(error.has_child("not-allowed", "urn:ietf:params:xml:ns:xmpp-stanzas"), "{stanza:?}");
+                refused += 1;
+            }
+            (Some("set"), false) => pushes += 1,
+            _ => {}
+        }
+    }
+    assert_eq!((stored, refused), (100, 9_900));
+    alice.send("<presence to='more@example.net' type='subscribe'/>").await;
+    // A roster set runs after the subscription in the account's lane.
+    let (renamed, early) = alice
+        .iq(&format!(
+            "<iq type='set' id='{{id}}'><query xmlns='{ROSTER}'><item jid='c0@example.net' name='First'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(renamed.attr("type"), Some("result"), "an item in the roster can still change: {renamed:?}");
+    pushes += early.iter().filter(|s| s.attr("type") == Some("set")).count();
+    let query = roster(&mut alice, None).await.expect("roster");
+    let contacts = items(&query);
+    assert_eq!(contacts.len(), 100, "only the first hundred are kept");
+    assert!(contacts.iter().all(|(jid, _, _)| jid != "more@example.net"));
+    // A push for each of the hundred and for the rename (some came with the answers).
+    while pushes < 101 {
+        if alice.recv().await.attr("type") == Some("set") {
+            pushes += 1;
+        }
+    }
+}

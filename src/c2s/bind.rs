@@ -80,7 +80,12 @@ pub(super) async fn bind(
                 error_reply(
                     iq,
                     &stanza_error(
-                        if condition == DefinedCondition::BadRequest { ErrorType::Modify } else { ErrorType::Cancel },
+                        match condition {
+                            DefinedCondition::BadRequest => ErrorType::Modify,
+                            // RFC 6120 §7.6.2.1: the client may retry once a session ends.
+                            DefinedCondition::ResourceConstraint => ErrorType::Wait,
+                            _ => ErrorType::Cancel,
+                        },
                         condition,
                     ),
                 )
@@ -137,12 +142,16 @@ fn try_bind(
     for _ in 0..3 {
         let jid = user.with_resource_str(&resource).map_err(|_| DefinedCondition::BadRequest)?;
         let (handle, receiver) = SessionHandle::new(jid.clone(), shared.config().limits.session_queue);
-        match shared.sessions.bind(handle.clone(), policy) {
+        match shared.sessions.bind(handle.clone(), policy, shared.config().c2s.max_sessions_per_account) {
             BindOutcome::Bound { replaced } => return Ok(((jid, handle, receiver), replaced)),
             BindOutcome::Conflict if policy == ResourceConflict::Random => {
                 resource = format!("{resource}.{}", generated_resource());
             }
             BindOutcome::Conflict => return Err(DefinedCondition::Conflict),
+            BindOutcome::TooMany => {
+                tracing::info!(%user, "session limit reached; bind refused");
+                return Err(DefinedCondition::ResourceConstraint);
+            }
         }
     }
     Err(DefinedCondition::Conflict)

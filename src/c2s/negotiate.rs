@@ -139,6 +139,7 @@ pub(super) async fn negotiate(accepted: Accepted, peer: SocketAddr, shared: &C2s
         let stream = XmppStream::new(transport, peer, shared.limits())
             .with_read_rate(shared.read_rate())
             .with_stanza_rate(shared.stanza_rate())
+            .with_stanza_timeout(shared.config().limits.stanza_timeout)
             .with_ingress(shared.ingress());
         negotiation.run(stream).await
     })
@@ -469,6 +470,7 @@ impl Negotiation<'_> {
         Ok(XmppStream::new(Transport::Tls(Box::new(tls)), peer, self.shared.limits())
             .with_read_rate(self.shared.read_rate())
             .with_stanza_rate(self.shared.stanza_rate())
+            .with_stanza_timeout(self.shared.config().limits.stanza_timeout)
             .with_ingress(self.shared.ingress()))
     }
 

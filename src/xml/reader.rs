@@ -188,6 +188,11 @@ impl StreamReader {
         *self = StreamReader::new(self.limits);
     }
 
+    /// Whether part of an event (more than whitespace between stanzas) is buffered.
+    pub fn in_event(&self) -> bool {
+        self.buf.iter().any(|b| !b.is_ascii_whitespace())
+    }
+
     /// Bytes held and not yet returned as events.
     pub fn buffered_len(&self) -> usize {
         self.buf.len()

@@ -119,6 +119,11 @@ impl Conn {
         tokio::time::timeout(WAIT, self.next_inner()).await.expect("timed out waiting for the server")
     }
 
+    /// The next event if one comes within `wait` (cancel-safe: nothing read is lost).
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Event> {
+        tokio::time::timeout(wait, self.next_inner()).await.ok()
+    }
+
     async fn next_inner(&mut self) -> Event {
         loop {
             match self.reader.next_event() {

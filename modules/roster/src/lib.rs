@@ -39,9 +39,25 @@ pub static MODULE: ModuleSpec = ModuleSpec {
 
 static MIGRATIONS: Migrations = starling_api::migrations!();
 
+/// `[modules.roster]`
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RosterConfig {
+    /// Items one roster may hold; adding one more is refused (0: no limit). Default 1000.
+    max_items: i64,
+}
+
+impl Default for RosterConfig {
+    fn default() -> Self {
+        RosterConfig { max_items: 1000 }
+    }
+}
+
 /// What the module remembers between stanzas.
 #[derive(Default)]
 struct State {
+    /// The configured roster size limit (0: none).
+    max_items: i64,
     /// Resources that requested the roster and so receive pushes (RFC 6121 §2.1.6).
     interested: Mutex<HashSet<FullJid>>,
     /// The last available presence of each available resource.
@@ -53,7 +69,8 @@ struct State {
 fn start(reg: &mut Registrar<'_>) -> Result<(), starling_api::ModuleError> {
     reg.stream_feature("<ver xmlns='urn:xmpp:features:rosterver'/>");
     reg.stream_feature("<sub xmlns='urn:xmpp:features:pre-approval'/>");
-    let state = Arc::new(State::default());
+    let config: RosterConfig = reg.config()?;
+    let state = Arc::new(State { max_items: config.max_items, ..State::default() });
     let s = state.clone();
     reg.iq_get::<Roster, _, _>(Scope::OwnAccount, move |ctx, req| roster::get(ctx, req, s.clone()));
     let s = state.clone();

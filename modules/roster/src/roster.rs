@@ -7,7 +7,7 @@ use starling_api::jid::{BareJid, FullJid, Jid};
 use starling_api::minidom::Element;
 use starling_api::xmpp_parsers::roster::{self, Ask, Group, Roster};
 use starling_api::xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
-use starling_api::{Context, IqRequest, IqResult, Stanza, stanza_error};
+use starling_api::{Context, IqRequest, IqResult, Stanza, StorageError, stanza_error};
 
 use crate::State;
 use crate::store::{self, RosterItem};
@@ -56,7 +56,21 @@ pub(crate) async fn get(ctx: Context, req: IqRequest<Roster>, state: Arc<State>)
 }
 
 /// `<iq type='set'>` with one item: add/update, or remove with `subscription='remove'`.
+/// Runs in the account's lane of `state.work`, after its earlier roster sets and
+/// subscription changes, so concurrent sets neither race each other's read-modify-write
+/// nor slip past the roster size limit together.
 pub(crate) async fn set(ctx: Context, req: IqRequest<Roster>, state: Arc<State>) -> IqResult {
+    let (account, _, _) =
+        account_of(&req.from).ok_or_else(|| stanza_error(ErrorType::Modify, DefinedCondition::NotAllowed))?;
+    let (done, result) = tokio::sync::oneshot::channel();
+    let lanes = state.clone();
+    lanes.work.spawn(&account.to_bare(), async move {
+        let _ = done.send(apply_set(ctx, req, state).await);
+    });
+    result.await.unwrap_or_else(|_| Err(stanza_error(ErrorType::Wait, DefinedCondition::InternalServerError)))
+}
+
+async fn apply_set(ctx: Context, req: IqRequest<Roster>, state: Arc<State>) -> IqResult {
     let bad = |condition| stanza_error(ErrorType::Modify, condition);
     let (full, host, user) = account_of(&req.from).ok_or_else(|| bad(DefinedCondition::NotAllowed))?;
     let [requested] = req.payload.items.as_slice() else {
@@ -101,6 +115,12 @@ pub(crate) async fn set(ctx: Context, req: IqRequest<Roster>, state: Arc<State>)
         return Ok(None);
     }
 
+    if !existing.as_ref().is_some_and(|i| i.state.in_roster) && roster_full(&ctx, &state, &host, &user).await? {
+        // A flood of roster sets stops here, before any write or push.
+        let mut error = stanza_error(ErrorType::Cancel, DefinedCondition::NotAllowed);
+        error.texts.insert(String::new(), format!("a roster holds at most {} items", state.max_items));
+        return Err(error);
+    }
     let mut item = existing.unwrap_or_else(|| RosterItem { contact: contact.clone(), ..RosterItem::default() });
     item.name = requested.name.clone().filter(|n| !n.is_empty());
     item.groups = groups;
@@ -111,6 +131,15 @@ pub(crate) async fn set(ctx: Context, req: IqRequest<Roster>, state: Arc<State>)
         push(&ctx, &state, &full.to_bare(), parsed, version);
     }
     Ok(None)
+}
+
+/// Whether `user`'s roster holds as many items as it may (`[modules.roster] max_items`).
+async fn roster_full(ctx: &Context, state: &State, host: &str, user: &str) -> Result<bool, StorageError> {
+    if state.max_items == 0 {
+        return Ok(false);
+    }
+    let (h, u) = (host.to_owned(), user.to_owned());
+    Ok(ctx.db().run(move |conn| store::count(conn, &h, &u)).await? >= state.max_items)
 }
 
 /// Sends a roster push (RFC 6121 §2.1.6) to every interested resource of `user`.
@@ -153,6 +182,16 @@ pub(crate) async fn apply_outbound(
     let existing = ctx.db().run(move |conn| store::item(conn, &h, &n, &c)).await?;
     let mut item = existing.unwrap_or_else(|| RosterItem { contact: contact.to_owned(), ..RosterItem::default() });
     let transition = outbound(item.state, kind);
+    if transition.state.in_roster && !item.state.in_roster && roster_full(ctx, state, &host, &name).await? {
+        // A subscription to one more contact than the roster may hold goes nowhere.
+        return Ok(crate::subscription::Outbound {
+            state: item.state,
+            push: false,
+            route: false,
+            send_presence: false,
+            send_unavailable: false,
+        });
+    }
     if transition.state != item.state {
         item.state = transition.state;
         let saved = item.clone();

@@ -85,6 +85,16 @@ pub fn roster(conn: &mut DbConn, host: &str, user: &str) -> QueryResult<(Vec<Ros
     Ok((items, version(conn, host, user)?))
 }
 
+/// How many items are in the roster (pending subscriptions from others not counted).
+pub fn count(conn: &mut DbConn, host: &str, user: &str) -> QueryResult<i64> {
+    roster_items::table
+        .filter(roster_items::host.eq(host))
+        .filter(roster_items::username.eq(user))
+        .filter(roster_items::in_roster.eq(1i16))
+        .count()
+        .get_result(conn)
+}
+
 /// One item, visible or not.
 pub fn item(conn: &mut DbConn, host: &str, user: &str, contact: &str) -> QueryResult<Option<RosterItem>> {
     let row = roster_items::table
