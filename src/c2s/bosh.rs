@@ -285,6 +285,19 @@ fn parse_wrapper(text: &str) -> Option<Wrapper<'_>> {
     }
 }
 
+/// The fuzz target `bosh_body` (docs/fuzzing.md): the request body parser, with what
+/// it must hold for any input. Built only by cargo-fuzz.
+#[cfg(fuzzing)]
+pub fn fuzz_parse_body(text: &str) {
+    if let Some(wrapper) = parse_wrapper(text) {
+        assert_eq!(wrapper.attr("xmlns"), Some(NS_HTTPBIND));
+        if !wrapper.inner.is_empty() {
+            let close = format!("{}</body>", wrapper.inner);
+            assert!(text.trim_end().ends_with(&close), "the payload is what precedes the closing tag");
+        }
+    }
+}
+
 async fn create(endpoint: &Endpoint, connection: HttpConnection, wrapper: &Wrapper<'_>, rid: u64) -> Response {
     let shared = &endpoint.shared;
     let hosts = &shared.config().server.hosts;

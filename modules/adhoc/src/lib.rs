@@ -27,6 +27,13 @@ use starling_api::{
 use payload::{CommandPayload, CommandReply, Status};
 use sessions::{Lookup, Session, SessionStore};
 
+/// The fuzz target `payloads` (docs/fuzzing.md): the `<command/>` parser on any
+/// element. Built only by cargo-fuzz, which sets `cfg(fuzzing)`.
+#[cfg(fuzzing)]
+pub fn fuzz_payload(element: &Element) {
+    let _ = CommandPayload::try_from(element.clone());
+}
+
 /// The module.
 pub static MODULE: ModuleSpec = ModuleSpec {
     name: "adhoc",

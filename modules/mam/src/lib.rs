@@ -137,6 +137,17 @@ impl IqPayload for MetadataPayload {
     const NAME: &'static str = "metadata";
 }
 
+/// The fuzz target `payloads` (docs/fuzzing.md): the query and preferences parsers on
+/// any element. Built only by cargo-fuzz, which sets `cfg(fuzzing)`.
+#[cfg(fuzzing)]
+pub fn fuzz_payload(element: &Element) {
+    let _ = query::parse(element);
+    if let Ok(prefs) = prefs::Prefs::from_element(element) {
+        let again = prefs::Prefs::from_element(&prefs.to_element()).expect("own preferences parse");
+        assert_eq!(again.to_element(), prefs.to_element(), "preferences survive a round trip");
+    }
+}
+
 fn start(reg: &mut Registrar<'_>) -> Result<(), ModuleError> {
     let config: MamConfig = reg.config()?;
     if config.max_page_size == 0 || config.write_batch == 0 || config.write_queue == 0 || config.sweep_interval == 0 {

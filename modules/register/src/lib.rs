@@ -44,6 +44,13 @@ use starling_api::{
 
 use query::{NS_REGISTER, RegisterQuery};
 
+/// The fuzz target `payloads` (docs/fuzzing.md): the XEP-0077 query parser on any
+/// element. Built only by cargo-fuzz, which sets `cfg(fuzzing)`.
+#[cfg(fuzzing)]
+pub fn fuzz_payload(element: &starling_api::minidom::Element) {
+    let _ = query::RegisterQuery::try_from(element.clone());
+}
+
 /// The module.
 pub static MODULE: ModuleSpec = ModuleSpec {
     name: "register",

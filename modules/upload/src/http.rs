@@ -35,7 +35,7 @@ pub(crate) fn routes(ctx: Context, service: Arc<Service>) -> Router {
 }
 
 /// The path of a file's URL: `/upload/<id>/<mac>/<filename, percent-encoded>`.
-pub(crate) fn file_path(signer: &Signer, id: &str, filename: &str) -> String {
+pub fn file_path(signer: &Signer, id: &str, filename: &str) -> String {
     format!("/upload/{id}/{}/{}", signer.file_mac(id, filename), percent_encode(filename))
 }
 
@@ -173,7 +173,7 @@ async fn put_file(
 
 /// A single `Range: bytes=…` against a file of `size` bytes: `Ok(None)` for no
 /// (usable) range, `Err` when unsatisfiable (RFC 9110 §14).
-fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+pub fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(spec) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
     let Some(spec) = spec.trim().strip_prefix("bytes=") else { return Ok(None) };
     // Several ranges may be answered with the whole file.
@@ -193,7 +193,7 @@ fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> 
 
 /// `inline` for media a browser shows safely, `attachment` for the rest (an HTML file
 /// must not run on the server's origin).
-fn disposition(content_type: &str, filename: &str) -> String {
+pub fn disposition(content_type: &str, filename: &str) -> String {
     let kind = essence(content_type);
     let inline = ["image/", "audio/", "video/"].iter().any(|p| kind.starts_with(p)) && kind != "image/svg+xml";
     let how = if inline { "inline" } else { "attachment" };

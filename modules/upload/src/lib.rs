@@ -10,6 +10,8 @@
 //! Content-Length, serves Range requests, and answers CORS preflights for web clients.
 //! A background sweeper deletes unused slots and files older than `file_lifetime`.
 
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod http;
 mod signing;
 mod slots;

@@ -23,17 +23,17 @@ pub(crate) fn new_id() -> String {
 }
 
 /// Whether `id` looks like a slot id (and so is safe as a file name).
-pub(crate) fn valid_id(id: &str) -> bool {
+pub fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// Signs and checks URLs with the server's upload key.
-pub(crate) struct Signer {
+pub struct Signer {
     key: Vec<u8>,
 }
 
 impl Signer {
-    pub(crate) fn new(key: &[u8]) -> Self {
+    pub fn new(key: &[u8]) -> Self {
         Signer { key: key.to_vec() }
     }
 
@@ -63,7 +63,7 @@ impl Signer {
     }
 
     /// The MAC in a file's GET path.
-    pub(crate) fn file_mac(&self, id: &str, filename: &str) -> String {
+    pub fn file_mac(&self, id: &str, filename: &str) -> String {
         self.mac(&["get", id, filename])
     }
 
@@ -74,7 +74,7 @@ impl Signer {
     }
 
     /// Whether `presented` equals `expected`, in constant time.
-    pub(crate) fn matches(expected: &str, presented: &str) -> bool {
+    pub fn matches(expected: &str, presented: &str) -> bool {
         bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
     }
 }
