@@ -24,7 +24,7 @@ hosts = ["localhost"]
 admin_socket = "{socket}"
 [listen]
 c2s = ["127.0.0.1:0"]
-c2s_direct_tls = []
+c2s_direct_tls = ["127.0.0.1:0"]
 [tls]
 cert_dir = "{certs}"
 generate_self_signed = true
@@ -96,9 +96,24 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Where a child server listens for clients.
+pub struct Listeners {
+    /// Plain TCP with STARTTLS.
+    pub starttls: std::net::SocketAddr,
+    /// TLS from the first byte (XEP-0368).
+    pub direct_tls: std::net::SocketAddr,
+}
+
 /// `starling serve` as a child process, the address its STARTTLS listener is bound
 /// to, and the rest of its log.
 pub fn spawn_server(config: &Path) -> (ServerProcess, std::net::SocketAddr, String) {
+    let (process, listeners, log) = spawn_server_with_listeners(config);
+    (process, listeners.starttls, log)
+}
+
+/// `starling serve` as a child process, both its client listeners, and its log up to
+/// the second of them.
+pub fn spawn_server_with_listeners(config: &Path) -> (ServerProcess, Listeners, String) {
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(config)
@@ -109,17 +124,24 @@ pub fn spawn_server(config: &Path) -> (ServerProcess, std::net::SocketAddr, Stri
         .expect("server starts");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut log = String::new();
-    let addr = loop {
-        let line = lines.next().expect("server logs its address").expect("log line");
+    let (mut starttls, mut direct_tls) = (None, None);
+    while starttls.is_none() || direct_tls.is_none() {
+        let line = lines.next().expect("server logs its addresses").expect("log line");
         log.push_str(&line);
         log.push('\n');
         if line.contains("listening for clients") {
             let start = line.find("addr=").expect("addr field") + 5;
             let end = line[start..].find(' ').map_or(line.len(), |e| start + e);
-            break line[start..end].parse::<std::net::SocketAddr>().expect("address");
+            let addr = line[start..end].parse::<std::net::SocketAddr>().expect("address");
+            if line.contains("DirectTls") {
+                direct_tls = Some(addr);
+            } else {
+                starttls = Some(addr);
+            }
         }
-    };
+    }
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (ServerProcess(Some(child)), addr, log)
+    let listeners = Listeners { starttls: starttls.expect("starttls"), direct_tls: direct_tls.expect("direct TLS") };
+    (ServerProcess(Some(child)), listeners, log)
 }
