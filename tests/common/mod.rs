@@ -12,6 +12,7 @@ pub mod mam;
 pub mod peers;
 pub mod sasl2;
 pub mod scram;
+pub mod tcp_proxy;
 pub mod websocket;
 
 use std::path::Path;
