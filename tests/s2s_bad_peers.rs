@@ -1,6 +1,7 @@
 //! Federation with peers that misbehave (RFC 6120 §4.9.3, §13.7; XEP-0178; XEP-0220):
 //! a certificate for another name, a wrong dialback key, stanzas from a domain the
-//! stream never proved, and a server that accepts the connection and never answers.
+//! stream never proved, a server that accepts the connection and never answers, and a
+//! peer that vanishes mid-stream.
 
 mod common;
 
@@ -233,4 +234,39 @@ async fn a_peer_that_never_answers_times_out_and_queued_stanzas_bounce() {
         assert_eq!(error_condition(&bounce).as_deref(), Some("remote-server-timeout"));
     }
     holder.abort();
+}
+
+/// A federated peer vanishing mid-stream (its connection cut, as by a crash or a lost
+/// route): what is sent to it meanwhile bounces with an error instead of waiting
+/// forever, and once it is reachable again a new stream carries messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_vanishes_mid_stream_bounces_then_reconnects() {
+    common::init_logging();
+    let dns = TestDns::start().await;
+    let b = instance("b.test", &dns, None, Publish::Hidden, |_| {}).await;
+    let proxy = common::tcp_proxy::TcpProxy::start(b.s2s_addr()).await;
+    let a = instance("a.test", &dns, None, Publish::StartTls, |config| {
+        config.s2s.connect_timeout = 2;
+        let route = starling::config::StaticRoute::Address(proxy.addr.to_string());
+        config.s2s.routes.insert("b.test".into(), route);
+    })
+    .await;
+    let mut alice = login(&a, "alice", "a.test").await;
+    let mut bob = login(&b, "bob", "b.test").await;
+    alice.send("<message to='bob@b.test/r' type='chat' id='before'><body>one</body></message>").await;
+    assert_eq!(bob.recv_message().await.attr("id"), Some("before"));
+
+    proxy.cut();
+    alice.send("<message to='bob@b.test/r' type='chat' id='during'><body>two</body></message>").await;
+    let bounce = alice.recv_message().await;
+    assert_eq!((bounce.attr("id"), bounce.attr("type")), (Some("during"), Some("error")), "{bounce:?}");
+    let condition = error_condition(&bounce);
+    assert!(
+        matches!(condition.as_deref(), Some("remote-server-not-found" | "remote-server-timeout")),
+        "{bounce:?}"
+    );
+
+    proxy.restore();
+    alice.send("<message to='bob@b.test/r' type='chat' id='after'><body>three</body></message>").await;
+    assert_eq!(bob.recv_message().await.attr("id"), Some("after"), "a new stream after the peer came back");
 }
