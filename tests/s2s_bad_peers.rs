@@ -261,10 +261,7 @@ async fn a_peer_that_vanishes_mid_stream_bounces_then_reconnects() {
     let bounce = alice.recv_message().await;
     assert_eq!((bounce.attr("id"), bounce.attr("type")), (Some("during"), Some("error")), "{bounce:?}");
     let condition = error_condition(&bounce);
-    assert!(
-        matches!(condition.as_deref(), Some("remote-server-not-found" | "remote-server-timeout")),
-        "{bounce:?}"
-    );
+    assert!(matches!(condition.as_deref(), Some("remote-server-not-found" | "remote-server-timeout")), "{bounce:?}");
 
     proxy.restore();
     alice.send("<message to='bob@b.test/r' type='chat' id='after'><body>three</body></message>").await;

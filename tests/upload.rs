@@ -309,3 +309,64 @@ async fn disco_advertises_the_service_and_its_limit() {
         .map(|v| v.text());
     assert_eq!(max, Some(MAX.to_string()));
 }
+
+/// A file system of its own for the upload directory, 1 MiB small, unmounted when
+/// dropped. Needs root (as CI has); `None` elsewhere.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallDisk(at.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_upload_cleanly_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("dir");
+    let files = dir.path().join("files");
+    let Some(_disk) = SmallDisk::mount(&files) else {
+        eprintln!("cannot mount a tmpfs (not root?): the full-disk case is not checked here");
+        return;
+    };
+    let server = TestServer::start_with(|config| {
+        config.http.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+        let table = config.modules.settings.get_mut("upload").and_then(|t| t.as_table_mut()).expect("[modules.upload]");
+        table.insert("secret".into(), toml::Value::String(SECRET.into()));
+        table.insert("storage_dir".into(), toml::Value::String(files.display().to_string()));
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let addr = server.http_addr();
+    let mut alice = server.login("alice", "a").await;
+    let mut bob = server.login("bob", "b").await;
+
+    let (put_url, get_url) = slot(&mut alice, "big.bin", 2 << 20, "application/octet-stream").await;
+    let reply = put(addr, &put_url, vec![7u8; 2 << 20], "application/octet-stream").await;
+    assert_eq!(reply.status, 507, "{}", reply.text());
+    assert_eq!(http::get(addr, &path_of(&get_url), &[]).await.status, 404, "nothing half-written is served");
+    let left: Vec<_> = std::fs::read_dir(&files).expect("dir").filter_map(Result::ok).map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|name| name == "secret"), "the partial file is removed: {left:?}");
+
+    // The rest goes on: a file that fits, and chat.
+    let (small_put, small_get) = slot(&mut alice, "small.txt", 5, "text/plain").await;
+    assert_eq!(put(addr, &small_put, b"hello".to_vec(), "text/plain").await.status, 201);
+    assert_eq!(http::get(addr, &path_of(&small_get), &[]).await.status, 200);
+    alice.send("<message to='bob@localhost/b' type='chat'><body>after the full disk</body></message>").await;
+    assert_eq!(
+        bob.recv_message().await.get_child("body", "jabber:client").map(|b| b.text()).as_deref(),
+        Some("after the full disk")
+    );
+}

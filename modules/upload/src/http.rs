@@ -2,6 +2,7 @@
 //! `Range`), `OPTIONS` answers CORS preflights. Every answer carries CORS headers so
 //! web clients (Converse.js) can upload and read the status of failures.
 
+use std::io::ErrorKind;
 use std::sync::Arc;
 
 use axum::Router;
@@ -164,6 +165,12 @@ async fn put_file(
         }
         Err(StoreError::TooLarge(_)) => status(StatusCode::PAYLOAD_TOO_LARGE, "larger than the slot\n"),
         Err(StoreError::Truncated { .. }) => status(StatusCode::BAD_REQUEST, "body shorter than Content-Length\n"),
+        // A full disk is the server's problem, not the client's (RFC 4918 §11.5); the
+        // partial file is gone and the slot may be tried again.
+        Err(StoreError::Io(err)) if matches!(err.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) => {
+            starling_api::tracing::error!(%id, error = %err, "upload failed: no space left for files");
+            status(StatusCode::INSUFFICIENT_STORAGE, "no space left on the server\n")
+        }
         Err(StoreError::Io(err)) => {
             starling_api::tracing::info!(%id, error = %err, "upload failed");
             status(StatusCode::BAD_REQUEST, "upload failed\n")
