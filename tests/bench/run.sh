@@ -11,6 +11,9 @@
 #   MAM=1 SCENARIOS=chat tests/bench/run.sh          # archive every message
 #   STORAGE=postgres MAM=1 SCENARIOS=chat tests/bench/run.sh   # on a fresh PostgreSQL
 #                                                    # database at 127.0.0.1:5432
+#   tests/bench/run.sh COMMAND...                    # run COMMAND instead of bench.sh, with
+#                                                    # HOST, PORT, DOMAIN, SERVER_PID, BENCH set
+#   SERVER_LOG=FILE tests/bench/run.sh               # keep the server's log in FILE
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=${BENCH_DIR:-$ROOT/../shared/bench}
@@ -89,10 +92,18 @@ conn.commit()
 PY
 fi
 ulimit -n "$(ulimit -Hn)"
-taskset -c "${SERVER_CPU:-1}" "$BIN" --config "$WORK/starling.toml" &
+if [[ -n ${SERVER_LOG:-} ]]; then
+  taskset -c "${SERVER_CPU:-1}" "$BIN" --config "$WORK/starling.toml" 2>"$SERVER_LOG" &
+else
+  taskset -c "${SERVER_CPU:-1}" "$BIN" --config "$WORK/starling.toml" &
+fi
 PID=$!
 for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   sleep 0.1
 done
-HOST=127.0.0.1 PORT=$PORT DOMAIN=bench.test SERVER_PID=$PID "$BENCH/bench.sh" external
+if [[ $# -gt 0 ]]; then
+  HOST=127.0.0.1 PORT=$PORT DOMAIN=bench.test SERVER_PID=$PID BENCH=$BENCH "$@"
+else
+  HOST=127.0.0.1 PORT=$PORT DOMAIN=bench.test SERVER_PID=$PID "$BENCH/bench.sh" external
+fi
