@@ -224,7 +224,7 @@ impl XmppStream {
     pub async fn next_event(&mut self) -> Result<StreamEvent, ReadFailure> {
         loop {
             // Waiting before the event is taken keeps this cancel-safe: it stays buffered.
-            let paused = Instant::now();
+            let paused = (self.event_timeout > 0).then(Instant::now);
             if let Some(wait) = self.stanza_rate.as_mut().and_then(ReadRate::wait) {
                 tokio::time::sleep(wait).await;
             }
@@ -260,16 +260,16 @@ impl XmppStream {
         }
     }
 
-    /// When the partly buffered event must be complete, if there is one and a limit.
-    /// The time since `paused` was the server's own pacing, so it moves the start on.
-    fn event_deadline(&mut self, paused: Instant) -> Option<Instant> {
-        if self.event_timeout == 0 || !self.reader.in_event() {
-            self.event_since = None;
-            return None;
-        }
-        let since = match self.event_since {
-            Some(since) => since + paused.elapsed(),
-            None => Instant::now(),
+    /// When the partly buffered event must be complete, if there is one and a limit
+    /// (`paused` is set only with a limit). The time since `paused` was the server's own
+    /// pacing, so it moves the start on.
+    fn event_deadline(&mut self, paused: Option<Instant>) -> Option<Instant> {
+        let since = match (self.event_since, paused) {
+            // Once begun, the event stays buffered until it is returned (which clears
+            // `event_since`): no need to look at the buffer again on every read.
+            (Some(since), Some(paused)) => since + paused.elapsed(),
+            (None, Some(_)) if self.reader.in_event() => Instant::now(),
+            _ => return None,
         };
         self.event_since = Some(since);
         Some(since + Duration::from_secs(u64::from(self.event_timeout)))
